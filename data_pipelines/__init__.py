@@ -1,0 +1,1 @@
+"""Raw data -> numpy batches. No JAX in here."""

@@ -1,0 +1,1 @@
+"""Entry points (python -m experiments.X) and ml_collections configs."""
