@@ -1,0 +1,1 @@
+"""CALVIN data pipeline (see pipeline.py)."""
