@@ -1,4 +1,4 @@
-"""Image input transform of GR-1, channels-last, bit-compatible with the official one.
+"""Image input transform of GR-1, channels-last, matching the official one to ~1e-6.
 
 The official CALVIN evaluator (torchvision 0.13) resizes the [0,1] float tensor to
 224x224 with `F.interpolate(mode="bicubic", align_corners=False)` (no antialias, no
@@ -6,7 +6,8 @@ clamping) and then applies ImageNet normalisation. `jax.image.resize(method="cub
 does not match it: its Keys kernel uses a = -0.5 (PIL-like) and it antialiases when
 downsampling; torch uses a = -0.75 and replicates border pixels. So the resize here
 is two matmuls with torch's exact interpolation weights (built in numpy once per
-size pair), which is also fast on TPU.
+size pair), which is also fast on TPU. (GR1-Training's evaluator resizes with
+antialias=True, which in torch is a different, a = -0.5 kernel even when upsampling.)
 """
 from __future__ import annotations
 
