@@ -1,0 +1,19 @@
+"""Shared test setup: 8 virtual CPU devices for the sharding tests, tiny model configs."""
+import os
+
+# Must happen before jax is imported anywhere in the test session.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import pytest  # noqa: E402
+
+from experiments.configs import gr1_model  # noqa: E402
+from gr1_jax.model_config import GR1Config  # noqa: E402
+
+
+def tiny_config(variant: str = "tiny", **overrides) -> GR1Config:
+  return GR1Config.from_dict(gr1_model.get_config(variant).to_dict()).replace(**overrides)
+
+
+@pytest.fixture
+def tiny():
+  return tiny_config()
