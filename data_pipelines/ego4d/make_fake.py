@@ -35,7 +35,7 @@ import numpy as np
 FPS = 30
 ACTION_SECONDS = 3.0
 CODE_BITS = 12
-CODE_CELL = 16     # source pixels per bit (square cells)
+CODE_CELL = 16     # source pixels per bit (square cells), less on narrow frames
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 70, 230), "yellow": (235, 215, 40)}
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 PARAPHRASE = {"left": "leftwards", "right": "rightwards", "up": "upwards", "down": "downwards"}
@@ -66,10 +66,16 @@ def actions_for(duration: float, rng: np.random.Generator) -> list[dict]:
   return out
 
 
+def code_cell(width: int, height: int) -> int:
+  """Side of a code cell: 16 px, smaller so the code fits in the central square."""
+  return max(4, min(CODE_CELL, min(width, height) // (CODE_BITS + 2)))
+
+
 def code_cells(width: int, height: int) -> list[tuple[int, int, int, int]]:
   """(y0, y1, x0, x1) of each bit cell, MSB first, centred at the top of the frame."""
-  x_start = (width - CODE_BITS * CODE_CELL) // 2
-  return [(0, CODE_CELL, x_start + b * CODE_CELL, x_start + (b + 1) * CODE_CELL) for b in range(CODE_BITS)]
+  cell = code_cell(width, height)
+  x_start = (width - CODE_BITS * cell) // 2
+  return [(0, cell, x_start + b * cell, x_start + (b + 1) * cell) for b in range(CODE_BITS)]
 
 
 def render_frame(index: int, width: int, height: int, background: np.ndarray,
@@ -88,7 +94,7 @@ def render_frame(index: int, width: int, height: int, background: np.ndarray,
       yy, xx = np.ogrid[:height, :width]
       mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
       frame[mask] = COLORS[act["color"]]
-  frame[:CODE_CELL, :] = 128
+  frame[:code_cell(width, height), :] = 128
   for bit, (y0, y1, x0, x1) in enumerate(code_cells(width, height)):
     on = (index >> (CODE_BITS - 1 - bit)) & 1
     frame[y0:y1, x0:x1] = 255 if on else 0
@@ -106,7 +112,7 @@ def read_frame_code(image: np.ndarray, src_width: int, src_height: int) -> int:
   for (y0, y1, x0, x1) in code_cells(src_width, src_height):
     cy = int(((y0 + y1) / 2) * scale) - crop_y
     cx = int(((x0 + x1) / 2) * scale) - crop_x
-    r = max(1, int(CODE_CELL * scale / 4))
+    r = max(1, int(code_cell(src_width, src_height) * scale / 4))
     patch = image[max(cy - r, 0):cy + r, max(cx - r, 0):cx + r].astype(np.float32)
     value = (value << 1) | int(patch.mean() > 128)
   return value
