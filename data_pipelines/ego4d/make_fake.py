@@ -151,19 +151,22 @@ def _narration(uid: str, k: int, ts: float, text: str) -> dict:
 
 
 def make_fake(out: str, *, num_videos: int = 3, seconds: float = 12.0, size: int = 256,
-              codec: str = "mpeg4", seed: int = 0, broken: bool = True, missing: bool = True) -> dict:
+              codec: str = "mpeg4", seed: int = 0, broken: bool = True, missing: bool = True,
+              mixed_aspect: bool = True, gop: int = FPS) -> dict:
   """Writes the corpus; returns the description also saved as fake_corpus.json."""
   narrations: dict[str, dict] = {}
   videos = []
   manifest = []
   for v in range(num_videos):
     uid = f"fake{v:04d}-{seed:04d}-0000-0000-000000000000"
-    # Every third video is non-square (4:3) and stored under v1/ to test both.
-    width, height = ((size * 5) // 4, size) if v % 3 == 1 else (size, size)
+    # Every third video is non-square (5:4) and stored under v1/ to test both.
+    odd = mixed_aspect and v % 3 == 1
+    width, height = ((size * 5) // 4, size) if odd else (size, size)
     width -= width % 2
-    version = "v1" if v % 3 == 1 else "v2"
+    version = "v1" if odd else "v2"
     path = os.path.join(out, version, "full_scale", f"{uid}.mp4")
-    actions = write_video(path, width=width, height=height, seconds=seconds, codec=codec, seed=seed * 1000 + v)
+    actions = write_video(path, width=width, height=height, seconds=seconds, codec=codec, seed=seed * 1000 + v,
+                          gop=gop)
     pass1, pass2 = [], []
     for k, act in enumerate(actions):
       mid = (act["start"] + act["end"]) / 2

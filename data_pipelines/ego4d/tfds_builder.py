@@ -265,6 +265,12 @@ def main(argv=None) -> int:
   t0 = time.time()
   builder.download_and_prepare(download_config=download_config)
   seconds = time.time() - t0
+  timing = os.path.join(_stats_dir(args.data_dir), "build_seconds.json")
+  if already:
+    from etils import epath
+    seconds = json.loads(epath.Path(timing).read_text())["seconds"] if epath.Path(timing).exists() else math.nan
+  else:
+    _write_json(timing, {"seconds": seconds})
   title = f"TFDS build {builder.data_dir}" + (" (already built earlier; nothing done now)" if already else "")
   print(prepare_lib.format_summary(build_summary(args.data_dir, seconds), title))
   return 0
