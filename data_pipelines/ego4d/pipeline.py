@@ -226,7 +226,8 @@ def make_pretrain_dataset(sources, *, batch_size: int, seq_len: int = DEFAULT_SE
   datasets must already be sharded per process; finite MapDatasets are shuffled here
   (if shuffle) and repeated (if num_epochs is None).  Weights need not sum to 1.
   worker_count > 0 runs the decoding in that many grain worker processes
-  (mp_prefetch; the caller needs `if __name__ == "__main__":` and parsed absl flags).
+  (mp_prefetch; scripts need `if __name__ == "__main__":`; absl flags are marked
+  parsed with their defaults if nothing parsed them yet).
   """
   if isinstance(sources, (str, os.PathLike)):
     sources = [(sources, 1.0)]
@@ -269,6 +270,9 @@ def make_pretrain_dataset(sources, *, batch_size: int, seq_len: int = DEFAULT_SE
         [d.to_iter_dataset(read_options) if isinstance(d, grain.MapDataset) else d for d in datasets], weights)
   it_ds = it_ds.batch(batch_size, drop_remainder=drop_remainder)
   if worker_count > 0:
+    from absl import flags  # grain workers read absl flags; unparsed outside absl.app.run
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
                                                            per_worker_buffer_size=worker_buffer_size))
   return it_ds

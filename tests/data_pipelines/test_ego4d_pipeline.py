@@ -149,8 +149,8 @@ def test_augmentation_is_one_shift_per_window(source_a):
 def _clip_keys(batches):
   keys = []
   for b in batches:
-    for fi, img, m in zip(b["frame_index"], b["rgb_static"], b["step_mask"]):
-      keys.append((tuple(fi), hashlib.sha1(img[0].tobytes()).hexdigest()))
+    for fi, img, tok in zip(b["frame_index"], b["rgb_static"], b["language_tokens"]):
+      keys.append((tuple(fi), tuple(tok), hashlib.sha1(img[0].tobytes()).hexdigest()))
   return keys
 
 
@@ -237,3 +237,18 @@ def test_jpeg_decoders_agree_and_sizes_are_checked(source_a, monkeypatch):
   assert all(np.array_equal(fast[k], slow[k]) for k in fast)
   with pytest.raises(ValueError, match=r"is 64x64, the pipeline expects image_size=224"):
     _take(_ds(source_a, image_size=224, read_threads=0), 1)
+
+
+def test_mixing_with_calvin_video_only_windows(source_a, tmp_path):
+  """Integration with the CALVIN pipeline's pretraining mode (200x200 static camera)."""
+  from data_pipelines.calvin import make_fake as calvin_fake
+  from data_pipelines.calvin import pipeline as calvin
+  calvin_fake.make_fake_dataset(tmp_path / "calvin", frames=160, val_frames=64, episode_len=80, segment_len=32)
+  frames = calvin.RawFrames(calvin.raw_split_folder(tmp_path / "calvin", "training"))
+  windows = calvin.calvin_windows(frames, seq_len=10, seed=0, augment=True, pretrain_video_only=True)
+  assert windows[0]["rgb_static"].shape == (10, 200, 200, 3)
+  batches = _take(_ds([(source_a, 1.0), (windows, 3.0)], batch_size=8, seed=0, read_threads=1), 2)
+  for b in batches:
+    assert b["rgb_static"].shape == (8, 10, SIZE, SIZE, 3)   # CALVIN 200x200 resized on the host
+    assert (b["source_index"] == 1).sum() == 6
+    np.testing.assert_array_equal(b["frame_index"][b["source_index"] == 1], -1)
