@@ -189,6 +189,16 @@ def test_mixing_with_an_external_lower_resolution_source(source_a):
     ext = b["source_index"] == 1
     assert 0 < ext.sum() < 8
     assert (b["language_tokens"][ext] == 7).all() and (b["frame_index"][ext] == -1).all()
+  # An IterDataset source switches to IterDataset.mix; its iterator state still restores.
+  ds = _ds([(source_a, 1.0), (external.repeat().to_iter_dataset(), 1.0)], batch_size=8, seed=0)
+  it = iter(ds)
+  next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(2)]
+  it2 = iter(ds)
+  it2.set_state(state)
+  assert _same(expected, [next(it2) for _ in range(2)])
+  assert 0 < sum((b["source_index"] == 1).sum() for b in expected) < 16
   bad = grain.MapDataset.range(4).map(lambda i: {"rgb_static": np.zeros((10, 8, 8, 3), np.uint8)})
   with pytest.raises(ValueError, match="without 'step_mask'"):
     _take(_ds([(source_a, 1.0), (bad, 1.0)], seed=0, read_threads=0), 2)
