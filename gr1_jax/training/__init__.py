@@ -1,0 +1,1 @@
+"""Training both GR-1 stages: optimizer, train state, pure train/eval steps, checkpoints, metrics, loop."""

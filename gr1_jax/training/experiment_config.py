@@ -1,0 +1,60 @@
+"""The fields of a training config (experiments/configs/pretrain.py, finetune_calvin.py) and
+their validation, so a wrong config fails before any data is read, naming the field."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gr1_jax.losses import DEFAULT_WEIGHTS
+from gr1_jax.model_config import GR1Config
+from gr1_jax.training.input_pipeline import DATA_SOURCES
+from gr1_jax.training.optimizer import OPTIMIZER_FIELDS
+
+FIELDS = {
+    "seed": int, "model": Mapping, "mesh": Mapping, "batch_size": int, "num_train_steps": int,
+    "optimizer": Mapping, "loss_weights": Mapping, "data": Mapping, "init_from": str,
+    "log_every": int, "eval_every": int, "eval_batches": int, "checkpoint_every": int,
+    "keep_checkpoints": int, "async_checkpointing": bool, "max_consecutive_nonfinite": int,
+    "image_every": int,
+}
+DATA_FIELDS = {"name": str, "path": str, "augment": bool, "worker_count": int, "image_size": int,
+               "hand_size": int, "nonfinite_from": int, "generate_demo_data": bool}
+POSITIVE = ("batch_size", "num_train_steps", "log_every", "eval_every", "checkpoint_every",
+            "keep_checkpoints", "max_consecutive_nonfinite", "image_every")
+
+
+def _check_fields(values: Mapping, fields: Mapping, where: str) -> None:
+  unknown = sorted(set(values) - set(fields))
+  if unknown:
+    raise ValueError(f"unknown config key {where}{unknown[0]}; valid keys: {', '.join(sorted(fields))}")
+  missing = sorted(set(fields) - set(values))
+  if missing:
+    raise ValueError(f"config is missing {where}{missing[0]}")
+  for name, kind in fields.items():
+    value = values[name]
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+      raise ValueError(f"{where}{name}={value!r} must be of type {getattr(kind, '__name__', kind)}")
+
+
+def validate(config: Mapping) -> GR1Config:
+  """Raises ValueError naming the offending field; returns the model config."""
+  _check_fields(config, FIELDS, "config.")
+  for name in POSITIVE:
+    if config[name] <= 0:
+      raise ValueError(f"config.{name}={config[name]} must be > 0")
+  _check_fields(config["data"], DATA_FIELDS, "config.data.")
+  if config["data"]["name"] not in DATA_SOURCES:
+    raise ValueError(f"config.data.name={config['data']['name']!r}; expected one of {', '.join(DATA_SOURCES)}")
+  if config["data"]["name"] != "synthetic" and not config["data"]["path"]:
+    raise ValueError(f"config.data.path is empty; data.name={config['data']['name']!r} reads from a directory")
+  unknown = sorted(set(config["loss_weights"]) - set(DEFAULT_WEIGHTS))
+  if unknown:
+    raise ValueError(f"unknown config key config.loss_weights.{unknown[0]}; valid keys: {', '.join(DEFAULT_WEIGHTS)}")
+  missing = sorted(set(OPTIMIZER_FIELDS) - set(config["optimizer"]))
+  if missing:
+    raise ValueError(f"config is missing config.optimizer.{missing[0]}")
+  model = GR1Config.from_dict(config["model"])
+  if model.fwd_pred and config["data"]["name"] in ("ego4d",) and (model.use_state or model.use_hand_rgb):
+    raise ValueError("config.model uses state / the hand camera but config.data.name='ego4d' has "
+                     "neither; use the pretraining layout (use_state=use_hand_rgb=act_pred=False)")
+  return model

@@ -1,0 +1,197 @@
+"""`train_and_evaluate(config, workdir)`: the one training loop for both GR-1 stages.
+
+The stage is decided by the model config alone: the pretraining layout (no
+state, no [ACT], static camera) has only the video loss; the fine-tuning layout
+has all of them. Phases, in order:
+
+  1. setup       validate the config, build the mesh, optimizer and state layout
+  2. data        per-process Grain iterators (train; validation for evaluation)
+  3. state       resume the workdir's latest checkpoint, else config.init_from
+                 (partial: loaded / fresh / unused parameters are logged), else scratch
+  4. loop        one jitted step per global batch; the non-finite counter of the
+                 previous step is checked while the current one runs
+                 (K consecutive skipped steps stop the run); progress line,
+                 evaluation + frame grids, asynchronous checkpoints
+  5. stop        at num_train_steps, or on SIGTERM (checkpoint, then a clean return)
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from gr1_jax import sharding, visualization
+from gr1_jax.training import checkpointing, experiment_config, input_pipeline, metric_writers, optimizer
+from gr1_jax.training import train_state as ts
+from gr1_jax.training.eval_step import make_eval_step
+from gr1_jax.training.preemption import StopRequest
+from gr1_jax.training.progress import Progress, format_line
+from gr1_jax.training.train_step import make_train_step, required_keys
+
+log = logging.getLogger("gr1_jax.train")
+
+
+class NonFiniteError(FloatingPointError):
+  """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+  fetched = jax.device_get(history)
+  out = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+  out["nonfinite"] = float(sum(m["nonfinite"] for m in fetched))   # skipped steps in the interval
+  out.pop("nonfinite_run", None)
+  return out
+
+
+def evaluate(eval_step, state, frozen, rngs, eval_ds, config, layout, keys) -> tuple[dict, dict]:
+  iterator = iter(eval_ds)
+  history, sample = [], None
+  for _ in range(config["eval_batches"]):
+    batch = input_pipeline.to_global(next(iterator), keys, layout.mesh)
+    metrics, first = eval_step(state.params, frozen, rngs, batch)
+    history.append(metrics)
+    sample = first if sample is None else sample
+  fetched = jax.device_get(history)
+  return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}, jax.device_get(sample)
+
+
+def prediction_image(sample: Mapping, model_config) -> np.ndarray:
+  real, predicted, valid = visualization.window_prediction_frames(
+      sample["rgb"], sample["obs_preds"], step_mask=sample["step_mask"],
+      patch_size=model_config.mae.patch_size, fwd_pred_next_n=model_config.fwd_pred_next_n,
+      norm_pix=model_config.norm_pix_loss)
+  scale = max(1, 96 // real.shape[1])   # tiny demo frames are upscaled to stay visible
+  return visualization.prediction_grid(visualization.upscale_nearest(real, scale),
+                                       visualization.upscale_nearest(predicted, scale), step_valid=valid)
+
+
+def _init_state(config, layout, tx, checkpointer, train_iter, workdir):
+  """Phase 3: resume -> init_from -> scratch. Returns (state, frozen, rngs, how)."""
+  rngs = ts.init_rngs(layout, config["seed"])
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state, frozen = checkpointer.restore(layout, train_iter, latest)
+    return state, frozen, rngs, f"resumed from {checkpointer.directory} step {latest}"
+  params, frozen, _ = ts.init_model_state(layout, config["seed"])
+  how = f"initialised from scratch (seed {config['seed']})"
+  if config["init_from"]:
+    params, frozen, report = checkpointing.restore_init_from(config["init_from"], layout, params, frozen)
+    how = checkpointing.format_init_report(config["init_from"], report)
+    if jax.process_index() == 0:
+      checkpointing.write_json(os.path.join(workdir, "init_from_report.json"),
+                               {"init_from": config["init_from"], **report})
+  return ts.new_train_state(layout, tx, params), frozen, rngs, how
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str) -> dict[str, Any]:
+  """Trains until config.num_train_steps (or SIGTERM); returns a summary of the run."""
+  # ---- 1. setup -------------------------------------------------------------------------
+  config = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+  model_config = experiment_config.validate(config)
+  workdir = os.path.abspath(workdir)
+  primary = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh(config["mesh"])
+  sharding.check_batch_size(config["batch_size"], mesh)
+  total = config["num_train_steps"]
+  tx, schedule = optimizer.make_optimizer(config["optimizer"], total)
+  layout = ts.make_layout(model_config, tx, mesh)
+  weights = dict(config["loss_weights"])
+  writer = metric_writers.create_writer(os.path.join(workdir, "tensorboard"), active=primary)
+  checkpointer = checkpointing.TrainCheckpointer(workdir, keep=config["keep_checkpoints"],
+                                                 async_save=config["async_checkpointing"])
+  log.info("%s; global batch %d (%d per process)", sharding.describe(mesh), config["batch_size"],
+           config["batch_size"] // jax.process_count())
+
+  # ---- 2. data --------------------------------------------------------------------------
+  keys = required_keys(model_config)
+  train_ds = input_pipeline.make_dataset(config["data"], model_config, global_batch=config["batch_size"],
+                                         seed=config["seed"], train=True)
+  eval_ds = input_pipeline.make_dataset(config["data"], model_config, global_batch=config["batch_size"],
+                                        seed=config["seed"], train=False)
+  train_iter = iter(train_ds)
+
+  # ---- 3. state -------------------------------------------------------------------------
+  state, frozen, rngs, how = _init_state(config, layout, tx, checkpointer, train_iter, workdir)
+  start = int(jax.device_get(state.step))
+  log.info("%s; %s trainable + %s frozen parameters", how, f"{ts.count_params(layout.params):,}",
+           f"{ts.count_params(layout.frozen):,}")
+  if primary and start == 0:
+    writer.write_hparams(config)
+    checkpointing.write_json(os.path.join(workdir, "config.json"), config)
+
+  def save(reason: str) -> None:
+    step = checkpointer.save(state, frozen, train_iter, config, model_config)
+    log.info("checkpoint step %d (%s) -> %s", step, reason, checkpointer.directory)
+
+  # ---- 4. loop --------------------------------------------------------------------------
+  train_step = make_train_step(layout, tx, schedule, weights)
+  eval_step = make_eval_step(layout, weights)
+  progress = Progress(total_steps=total, global_batch=config["batch_size"], start_step=start)
+  history, previous, last_train, last_eval = [], None, {}, {}
+  stopped_by = None
+  step = start
+  t_start = time.perf_counter()
+  with StopRequest() as stop, contextlib.ExitStack() as cleanup:
+    cleanup.callback(writer.close)
+    cleanup.callback(checkpointer.close)    # runs first: waits for the last asynchronous save
+    while step < total:
+      batch = input_pipeline.to_global(next(train_iter), keys, mesh)
+      state, metrics = train_step(state, frozen, rngs, batch)
+      step += 1
+      if step == start + 1:
+        log.info("first step (compilation included) took %.1f s", time.perf_counter() - t_start)
+        progress.reset_clock(step)
+      if previous is not None:
+        run = int(jax.device_get(previous["nonfinite_run"]))
+        if run >= config["max_consecutive_nonfinite"]:
+          raise NonFiniteError(
+              f"{run} consecutive steps (up to step {step - 1}) had a non-finite loss or gradient; their "
+              f"updates were skipped (config.max_consecutive_nonfinite={config['max_consecutive_nonfinite']}). "
+              f"The last checkpoint in {checkpointer.directory} is finite.")
+        if int(jax.device_get(previous["nonfinite"])):
+          log.warning("step %d: non-finite loss or gradient; update skipped", step - 1)
+      previous = metrics
+      history.append(metrics)
+
+      if step % config["log_every"] == 0 or step == total:
+        last_train = _mean_metrics(history)
+        history = []
+        rates = progress.update(step)
+        log.info(format_line(step, total, last_train["loss/total"], rates))
+        writer.write_scalars(step, {f"train/{k}": v for k, v in last_train.items()} | rates)
+
+      if step % config["eval_every"] == 0 or step == total:
+        last_eval, sample = evaluate(eval_step, state, frozen, rngs, eval_ds, config, layout, keys)
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in last_eval.items()})
+        if primary and sample and (step % config["image_every"] == 0 or step == total):
+          image = prediction_image(sample, model_config)
+          writer.write_images(step, {"eval/predicted_vs_real": image})
+          visualization.save_png(os.path.join(workdir, "images", f"predicted_vs_real_{step:07d}.png"), image)
+        writer.flush()
+        progress.reset_clock(step)
+
+      saved = step % config["checkpoint_every"] == 0 or step == total
+      if saved:
+        save("periodic" if step < total else "final")
+        progress.reset_clock(step)
+      if step < total and stop.should_stop(step):
+        stopped_by = stop.signal_name
+        if not saved:
+          save(f"stop requested by {stopped_by}")
+        break
+
+  # ---- 5. stop --------------------------------------------------------------------------
+  summary = {"step": step, "start_step": start, "stopped_by": stopped_by, "train": last_train,
+             "eval": last_eval, "init": how, "seconds": time.perf_counter() - t_start}
+  if primary:
+    checkpointing.write_json(os.path.join(workdir, "summary.json"), summary)
+  log.info("done at step %d (%s)", step, f"stopped by {stopped_by}" if stopped_by else "finished")
+  return summary

@@ -1,0 +1,102 @@
+"""The pure training step shared by both stages, and the batch -> model-input transform.
+
+    uint8 batch --preprocess_uint8 (resize + ImageNet norm, on device)--> GR1 (dropout on)
+      --> gr1_losses (whatever heads the model has: video only in stage 1, all in stage 2)
+      --> gradients w.r.t. the trainable params only --> non-finite guard --> AdamW
+
+A step whose loss or gradient norm is not finite changes nothing but the
+counters: params and optimizer state keep their old values (so the learning-rate
+schedule, driven by the optimizer's own count, does not advance either).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from data_pipelines import batch_spec as bs
+from gr1_jax import sharding
+from gr1_jax.image_preprocessing import preprocess_uint8
+from gr1_jax.losses import gr1_losses
+from gr1_jax.model_config import GR1Config
+from gr1_jax.training.train_state import StateLayout, TrainState
+
+
+def required_keys(config: GR1Config) -> tuple[str, ...]:
+  return bs.FINETUNE_KEYS if (config.use_state or config.use_hand_rgb or config.act_pred) else bs.PRETRAIN_KEYS
+
+
+def model_inputs(batch: Mapping, config: GR1Config) -> dict:
+  """A batch_spec batch (uint8 images at native size) -> keyword arguments of GR1.__call__."""
+  size, dtype = config.mae.image_size, jnp.dtype(config.dtype)
+  inputs = {"rgb": preprocess_uint8(batch[bs.RGB_STATIC], size, dtype),
+            "tokens": batch[bs.LANGUAGE_TOKENS], "step_mask": batch[bs.STEP_MASK]}
+  if config.use_hand_rgb:
+    inputs["hand_rgb"] = preprocess_uint8(batch[bs.RGB_GRIPPER], size, dtype)
+  if config.use_state:
+    inputs["arm_state"] = batch[bs.ARM_STATE]
+    inputs["gripper_state"] = batch[bs.GRIPPER_STATE]
+  return inputs
+
+
+def rngs_for_step(rngs, step):
+  """Each dropout stream's key folded with the step number, counts reset: the masks of
+  step s depend only on (seed, s), which is what makes a resumed run bit-identical."""
+  def leaf(x):
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.fold_in(x, step)
+    return jnp.zeros_like(x)
+  return jax.tree.map(leaf, rngs)
+
+
+def forward(graphdef, params, frozen, rngs, batch, config: GR1Config, *, train: bool):
+  model = nnx.merge(graphdef, params, frozen, rngs)
+  if train:
+    model.train()
+  else:
+    model.eval()
+  inputs = model_inputs(batch, config)
+  return model(**inputs), inputs
+
+
+def make_train_step(layout: StateLayout, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    loss_weights: Mapping[str, float] | None = None):
+  """jit(train_step)(state, frozen, rngs, batch) -> (state, metrics); `state` is donated."""
+  config = layout.model_config
+  weights = dict(loss_weights or {})
+
+  def train_step(state: TrainState, frozen, rngs, batch):
+    step_rngs = rngs_for_step(rngs, state.step)
+
+    def loss_fn(params):
+      outputs, _ = forward(layout.graphdef, params, frozen, step_rngs, batch, config, train=True)
+      losses = gr1_losses(outputs, batch, config.fwd_pred_next_n, weights)
+      return losses["total"], losses
+
+    (loss, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    bad = (~finite).astype(jnp.int32)
+    applied = state.step - state.nonfinite_total       # = the optimizer's update count
+    new_state = TrainState(
+        step=state.step + 1, params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
+        nonfinite_run=jnp.where(finite, 0, state.nonfinite_run + 1),
+        nonfinite_total=state.nonfinite_total + bad)
+    metrics = {f"loss/{k}": v for k, v in losses.items()}
+    metrics.update({"grad_norm": grad_norm, "learning_rate": schedule(applied),
+                    "nonfinite": bad, "nonfinite_run": new_state.nonfinite_run})
+    return new_state, metrics
+
+  replicated = sharding.replicated(layout.mesh)
+  return jax.jit(
+      train_step,
+      in_shardings=(layout.train_state_shardings, layout.frozen_shardings, layout.rngs_shardings,
+                    sharding.batch_sharding(layout.mesh)),
+      out_shardings=(layout.train_state_shardings, replicated),
+      donate_argnums=(0,))
