@@ -1,0 +1,48 @@
+"""Stage 2: fine-tuning on CALVIN with all losses (arm, gripper, both cameras' video).
+
+    python -m experiments.finetune --config experiments/configs/finetune_calvin.py \
+        --workdir /ckpt/gr1_calvin --config.data.path=/data/tfds \
+        --config.init_from=/ckpt/gr1_pretrain        # or a converted official checkpoint
+    python -m experiments.finetune --config experiments/configs/finetune_calvin.py:demo \
+        --workdir /tmp/gr1_demo/finetune --config.init_from=/tmp/gr1_demo/pretrain
+
+Variants:
+  (default)  official sizes and layout; data.name 'calvin' = a converted split
+             (`python -m data_pipelines.calvin.builder`, data.path = its TFDS data_dir).
+             Optimizer after GR1-Training, the public fine-tuning of GR-1 (gr1.md §4.2):
+             AdamW lr 9e-4, weight decay 1e-4 (matrices only), cosine with 1 warm-up
+             epoch, clip 1.0, global batch 512 (GR1-Training: 528), 20 epochs ~ 40k steps.
+             Loss weights arm 100, gripper 1, video 1 + 1 (GR1-Training's; the paper: all 1).
+  demo       the pretrain demo's model in the fine-tuning layout, on fake raw CALVIN data
+             it generates under --config.data.path (default /tmp/gr1_demo/calvin) if
+             absent; init_from the pretrain demo's workdir.
+  debug      tiny model on synthetic batches, a few steps (tests).
+"""
+from __future__ import annotations
+
+from experiments.configs import gr1_model, train_base
+
+
+def get_config(variant: str = "default"):
+  c = train_base.base_config()
+  c.model = gr1_model.get_config("official")
+  c.batch_size = 512
+  c.num_train_steps = 40_000
+  c.optimizer.update(learning_rate=9e-4, warmup_steps=2_000, end_lr_fraction=0.0, weight_decay=1e-4)
+  c.data.update(name="calvin", path="")
+  if variant == "default":
+    pass
+  elif variant == "demo":
+    train_base.apply_demo_model(c.model)
+    c.batch_size = 8
+    c.num_train_steps = 200
+    c.optimizer.update(learning_rate=1e-3, warmup_steps=20)
+    c.data.update(name="calvin_raw", path="/tmp/gr1_demo/calvin", augment=True, generate_demo_data=True)
+    c.log_every, c.eval_every, c.image_every, c.checkpoint_every = 25, 100, 100, 100
+    c.eval_batches = 2
+  elif variant == "debug":
+    train_base.apply_debug(c, "tiny")
+  else:
+    raise ValueError(f"unknown variant {variant!r} of experiments/configs/finetune_calvin.py; "
+                     "choose default, demo or debug")
+  return c

@@ -1,0 +1,47 @@
+"""Stage 1: generative video pretraining on Ego4D clips (video loss only, pretraining token layout).
+
+    python -m experiments.pretrain --config experiments/configs/pretrain.py \
+        --workdir /ckpt/gr1_pretrain --config.data.path=/data/ego4d_clips
+    python -m experiments.pretrain --config experiments/configs/pretrain.py:demo --workdir /tmp/gr1_demo/pretrain
+    python -m experiments.pretrain --config experiments/configs/pretrain.py:debug --workdir /tmp/gr1_debug
+
+Variants:
+  (default)  official sizes, pretraining layout (no state, no [ACT], static camera).
+             Optimizer after GR-MG's pre-training config (gr1.md §4.1; GR-1's own is
+             unpublished): AdamW lr 3.6e-4, betas (0.9, 0.999), weight decay 0, 5 of 50
+             epochs warm-up, cosine to 1 % of peak, clip 1.0. 50 epochs of ~800k clips
+             at global batch 512 = 78k steps (warm-up 7.8k).
+  demo       a small model on a fake Ego4D-layout corpus that it generates (videos ->
+             prepared 64-px clips) under --config.data.path (default /tmp/gr1_demo/ego4d)
+             if absent; a few minutes on 2 CPU cores, loss visibly falling.
+  debug      tiny model on synthetic batches, a few steps (tests).
+data.path: a directory prepared by `python -m data_pipelines.ego4d.prepare` (train/val splits).
+"""
+from __future__ import annotations
+
+from experiments.configs import gr1_model, train_base
+
+
+def get_config(variant: str = "default"):
+  c = train_base.base_config()
+  c.model = gr1_model.get_config("pretrain")
+  c.batch_size = 512
+  c.num_train_steps = 78_000
+  c.optimizer.update(learning_rate=3.6e-4, warmup_steps=7_800, end_lr_fraction=0.01, weight_decay=0.0)
+  c.data.update(name="ego4d", path="", image_size=224)
+  if variant == "default":
+    pass
+  elif variant == "demo":
+    train_base.apply_demo_model(c.model)
+    c.batch_size = 8
+    c.num_train_steps = 300
+    c.optimizer.update(learning_rate=1e-3, warmup_steps=20)
+    c.data.update(path="/tmp/gr1_demo/ego4d", image_size=64, augment=True, generate_demo_data=True)
+    c.log_every, c.eval_every, c.image_every, c.checkpoint_every = 25, 100, 100, 100
+    c.eval_batches = 2
+  elif variant == "debug":
+    train_base.apply_debug(c, "tiny_pretrain")
+  else:
+    raise ValueError(f"unknown variant {variant!r} of experiments/configs/pretrain.py; "
+                     "choose default, demo or debug")
+  return c

@@ -1,0 +1,62 @@
+"""Fields shared by the training configs (pretrain.py, finetune_calvin.py) and the demo model size.
+
+Every field is listed in gr1_jax/training/experiment_config.py, which rejects
+unknown or missing ones by name.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from experiments.configs import gr1_model
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = gr1_model.get_config("official")
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})   # -1: all remaining devices
+  c.batch_size = 512                    # global, over all processes
+  c.num_train_steps = 10_000
+  c.optimizer = ml_collections.ConfigDict({
+      "learning_rate": 1e-3, "warmup_steps": 500, "end_lr_fraction": 0.0,
+      "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "grad_clip_norm": 1.0})
+  c.loss_weights = ml_collections.ConfigDict({"video": 1.0, "video_hand": 1.0, "arm": 100.0, "gripper": 1.0})
+  c.data = ml_collections.ConfigDict({
+      "name": "synthetic", "path": "", "augment": True, "worker_count": 0,
+      "image_size": 224,     # ego4d: the size clips were prepared at; synthetic: static camera size
+      "hand_size": 84,       # synthetic only: wrist camera size
+      "nonfinite_from": -1,  # synthetic only: NaN batches from this index on (tests of the guard)
+      "generate_demo_data": False,   # demo: write fake data to `path` if it does not exist
+  })
+  c.init_from = ""                      # stage-1 workdir or converted official checkpoint
+  c.log_every = 50
+  c.eval_every = 1000
+  c.eval_batches = 4
+  c.image_every = 1000                  # frame grids at evaluations that are multiples of this
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 3
+  c.async_checkpointing = True
+  c.max_consecutive_nonfinite = 10
+  return c
+
+
+def apply_demo_model(model: ml_collections.ConfigDict) -> None:
+  """A model that trains visibly in minutes on 2 CPU cores: 64-px frames, 16 patches, 2 layers."""
+  gr1_model.apply_tiny(model)
+  model.hidden_size, model.num_layers, model.num_heads, model.mlp_dim = 64, 2, 4, 256
+  model.mae.update(image_size=64, patch_size=16, width=64, depth=1, heads=4, mlp_dim=128)
+  model.resampler.update(depth=1, dim_head=16, heads=2, num_latents=4)
+  model.decoder.update(depth=1, heads=4)
+
+
+def apply_debug(c: ml_collections.ConfigDict, model_variant: str) -> None:
+  """Tiny model on synthetic batches: seconds per run, for tests."""
+  c.model = gr1_model.get_config(model_variant)
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.batch_size = 8
+  c.num_train_steps = 6
+  c.optimizer.update(learning_rate=1e-3, warmup_steps=1)
+  c.data.update(name="synthetic", path="", image_size=40, hand_size=20, worker_count=0)
+  c.log_every = c.eval_every = c.image_every = c.checkpoint_every = 3
+  c.eval_batches = 1
+  c.keep_checkpoints = 2

@@ -1,0 +1,55 @@
+"""What `experiments.pretrain` and `experiments.finetune` share: flags, multi-process start-up,
+logging on process 0, demo data, then gr1_jax.training.train.train_and_evaluate."""
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+from absl import flags
+
+COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 for a multi-process run without a "
+    "cluster environment (TPU pods and SLURM are detected automatically)")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "with --coordinator_address")
+PROCESS_ID = flags.DEFINE_integer("process_id", None, "with --coordinator_address")
+
+# Variables that say "this process is one of several" (then jax.distributed.initialize()
+# finds the coordinator itself).
+_CLUSTER_ENV = ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+
+
+def _multi_process_cluster() -> bool:
+  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  if "," in hosts:
+    return True
+  return any(int(os.environ.get(v, "1") or 1) > 1 for v in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
+
+
+def initialize_distributed() -> None:
+  if COORDINATOR.value:
+    if NUM_PROCESSES.value is None or PROCESS_ID.value is None:
+      raise ValueError("--coordinator_address needs --num_processes and --process_id")
+    jax.distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
+  elif _multi_process_cluster():
+    jax.distributed.initialize()
+
+
+def setup_logging() -> None:
+  level = logging.INFO if jax.process_index() == 0 else logging.WARNING
+  logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+  for noisy in ("absl", "orbax", "jax._src"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(config, workdir: str):
+  from experiments import demo_data
+  from gr1_jax.training.train import train_and_evaluate
+  initialize_distributed()
+  setup_logging()
+  if jax.process_index() == 0:
+    demo_data.ensure(config.data)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("demo data ready")
+  return train_and_evaluate(config, workdir)
