@@ -124,7 +124,7 @@ def test_frozen_encoders_get_no_gradient_and_trainable_do(tiny_model):
                 arm_state=inputs["arm_state"], gripper_state=inputs["gripper_state"])
     return out["arm_action_preds"].sum() + out["obs_preds"].mean()
 
-  grads = jax.grad(loss)(trainable)
+  grads = jax.jit(jax.grad(loss))(trainable)
   flat = {p: np.asarray(v[...] if hasattr(v, "__getitem__") else v) for p, v in nnx.to_flat_state(grads)}
   assert np.abs(flat[("perceiver_resampler", "latents")]).sum() > 0
   assert np.abs(flat[("transformer", "h", 0, "attn", "qkv", "kernel")]).sum() > 0

@@ -196,6 +196,9 @@ class GR1(nnx.Module):
     obs_targets / obs_hand_targets (the t -> t+3 pairing happens in the loss).
     """
     cfg = self.config
+    if step_mask.shape[-1] != cfg.seq_len:  # fail before running the encoders
+      raise ValueError(f"window has {step_mask.shape[-1]} steps; GR-1 adds its whole timestep table, "
+                       f"so it needs exactly seq_len={cfg.seq_len}")
     out = self.predict(self.encode_language(tokens), self.encode_frames(rgb, hand_rgb), step_mask,
                        arm_state, gripper_state)
     if cfg.fwd_pred:
