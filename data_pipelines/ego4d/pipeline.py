@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import grain

@@ -25,7 +25,6 @@ and keep prepare.py (no Beam) for environments with protobuf 7.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import logging
