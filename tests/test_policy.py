@@ -1,0 +1,260 @@
+"""GR1Policy: parity with an independent PyTorch re-implementation of the official CALVIN
+inference loop, cached == full recompute, one compilation, action chunking, bad inputs."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from flax import nnx
+
+from gr1_jax import tokenizer
+from gr1_jax.conversion.official_state import export_official
+from gr1_jax.model_checkpoint import numpy_params, save_model_checkpoint
+from gr1_jax.modules.gr1 import GR1
+from gr1_jax.policy import GR1Policy, PolicyConfigError, PolicyInputError, act_only_config
+from tests.conftest import tiny_config
+from tests.torch_reference import GR1Reference
+from tests.torch_reference.config_bridge import ref_config
+
+INSTRUCTION = "push the blue block to the left"
+MEAN = torch.tensor((0.485, 0.456, 0.406)).view(3, 1, 1)
+STD = torch.tensor((0.229, 0.224, 0.225)).view(3, 1, 1)
+
+
+class OfficialLoopTorch:
+  """The official GR1CalvinEvaluation.reset/step (gr1.md section 9), re-written in torch.
+
+  Preprocessing as torchvision 0.13 does for tensors: ToTensor (/255, CHW), Resize to
+  the model size with bicubic interpolation (align_corners=False, no antialias), Normalize.
+  """
+
+  def __init__(self, model: GR1Reference):
+    self.model, self.seq_len, self.size = model.eval(), model.cfg.seq_len, model.cfg.image_size
+
+  def reset(self):
+    self.rgb_list, self.hand_rgb_list, self.state_list = [], [], []
+
+  def _preprocess(self, image_uint8):
+    x = torch.from_numpy(np.ascontiguousarray(image_uint8)).permute(2, 0, 1).float() / 255.0
+    x = F.interpolate(x[None], size=(self.size, self.size), mode="bicubic", align_corners=False)[0]
+    return (x - MEAN) / STD
+
+  def step(self, obs, goal):
+    tokens = torch.from_numpy(tokenizer.tokenize(goal).astype(np.int64))
+    self.rgb_list.append(self._preprocess(obs["rgb_obs"]["rgb_static"]))
+    self.hand_rgb_list.append(self._preprocess(obs["rgb_obs"]["rgb_gripper"]))
+    state = obs["robot_obs"]
+    self.state_list.append(torch.from_numpy(np.hstack([state[:6], state[-1]])))
+    if len(self.rgb_list) > self.seq_len:
+      self.rgb_list.pop(0), self.hand_rgb_list.pop(0), self.state_list.pop(0)
+    n, L = len(self.rgb_list), self.seq_len
+    rgb = torch.zeros((1, L, 3, self.size, self.size))
+    rgb[0, :n] = torch.stack(self.rgb_list)
+    hand = torch.zeros((1, L, 3, self.size, self.size))
+    hand[0, :n] = torch.stack(self.hand_rgb_list)
+    states = torch.stack(self.state_list)
+    grip = -torch.ones((1, L)).float()
+    grip[0, :n] = states[:, 6]
+    grip = F.one_hot(((grip + 1.0) / 2).long(), num_classes=2).float()
+    arm = torch.zeros((1, L, 6)).float()
+    arm[0, :n] = states[:, :6]
+    mask = torch.zeros(1, L).long()
+    mask[0, :n] = 1
+    with torch.no_grad():
+      pred = self.model(rgb, hand, {"arm": arm, "gripper": grip}, tokens, mask)
+    arm_pred = pred["arm_action_preds"].view(-1, 6)[mask.flatten() > 0][-1]
+    grip_pred = pred["gripper_action_preds"].flatten()[mask.flatten() > 0][-1:]
+    grip_pred = (torch.sigmoid(grip_pred) > 0.5).int().float() * 2.0 - 1.0
+    return torch.cat((arm_pred, grip_pred)).numpy()
+
+
+def random_obs(rng, static=(200, 200, 3), gripper=(84, 84, 3)):
+  robot = rng.uniform(-1.0, 1.0, 15)
+  robot[3:6] *= 3.0
+  robot[14] = rng.choice([-1.0, 1.0])
+  return {"rgb_obs": {"rgb_static": rng.integers(0, 256, static, dtype=np.uint8),
+                      "rgb_gripper": rng.integers(0, 256, gripper, dtype=np.uint8)},
+          "robot_obs": robot, "scene_obs": rng.uniform(-1, 1, 24)}
+
+
+def flax_model(cfg, seed=0):
+  model = GR1(cfg, rngs=nnx.Rngs(seed))
+  model.eval()
+  return model
+
+
+def torch_twin(model) -> GR1Reference:
+  """The official act-only model holding the Flax model's weights (via export_official)."""
+  act_cfg = act_only_config(model.config)
+  params = numpy_params(model)
+  state = export_official({k: v for k, v in params.items()
+                           if k not in ("decoder", "obs_queries", "obs_hand_queries")}, act_cfg)
+  ref = GR1Reference(ref_config(act_cfg))
+  # Like the official evaluator the reference class always builds the video decoder and the
+  # [OBS] queries (unused without fwd_pred); everything else must be loaded.
+  result = ref.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()},
+                               strict=False)
+  assert not result.unexpected_keys, result.unexpected_keys
+  assert all(k.startswith(("decoder", "mask_token", "obs_queries", "obs_hand_queries"))
+             for k in result.missing_keys), result.missing_keys
+  return ref.eval()
+
+
+@pytest.mark.parametrize("image_size", [32, 224])
+def test_policy_matches_official_torch_loop(image_size):
+  cfg = tiny_config()
+  if image_size != cfg.mae.image_size:
+    cfg = cfg.replace(mae=dataclasses.replace(cfg.mae, image_size=image_size))
+  assert cfg.seq_len == 10 and cfg.fwd_pred  # the full training layout goes in; act-only comes out
+  model = flax_model(cfg)
+  official = OfficialLoopTorch(torch_twin(model))
+  cached, full = GR1Policy(model), GR1Policy(model, mode="full")
+  rng = np.random.default_rng(image_size)
+  worst = 0.0
+  for policy in (cached, full):
+    policy.reset()
+  official.reset()
+  for t in range(15):
+    obs = random_obs(rng)
+    want = official.step(obs, INSTRUCTION)
+    for policy in (cached, full):
+      got = policy.step(obs, INSTRUCTION)
+      assert got.shape == (7,) and got.dtype == np.float32
+      assert got[6] == want[6], f"step {t}: gripper {got[6]} vs official {want[6]}"
+      worst = max(worst, float(np.abs(got - want).max()))
+  print(f"image_size={image_size}: max |policy - official| over 15 steps = {worst:.3g}")
+  assert worst < 1e-5
+  assert cached.trace_counts["step"] == 1
+
+
+def test_cached_equals_full_recompute_without_recompiling():
+  model = flax_model(tiny_config(), seed=1)
+  cached, full = GR1Policy(model), GR1Policy(model, mode="full")
+  rng = np.random.default_rng(1)
+  goals = [INSTRUCTION, "open the drawer"]
+  worst = 0.0
+  for episode in range(3):
+    cached.reset(), full.reset()
+    for t in range(14 if episode else 15):
+      goal = goals[(episode + (t > 11)) % 2]       # also switch instruction mid-episode
+      obs = random_obs(rng)
+      a, b = cached.step(obs, goal), full.step(obs, goal)
+      assert a[6] == b[6]
+      worst = max(worst, float(np.abs(a - b).max()))
+  assert worst < 1e-5
+  # One trace of the step for every history length, one language encoding per instruction.
+  assert cached.trace_counts == {"language": 1, "step": 1, "full": 0, "pad": 1}
+  assert cached.encoder_calls == {"language": 2, "frames": 15 + 14 + 14}
+  assert full.trace_counts["full"] == 1
+
+
+def test_history_window_is_the_last_seq_len_frames():
+  """After reset the policy must not remember earlier frames, and it keeps exactly 10."""
+  model = flax_model(tiny_config(), seed=2)
+  policy = GR1Policy(model)
+  rng = np.random.default_rng(2)
+  frames = [random_obs(rng) for _ in range(13)]
+  policy.reset()
+  for obs in frames:
+    last = policy.step(obs, INSTRUCTION)
+  fresh = GR1Policy(model, mode="full")
+  fresh.reset()
+  for obs in frames[3:]:                     # only the 10 most recent frames matter...
+    expected = fresh.step(obs, INSTRUCTION)
+  # ...but their slot positions differ from a 13-step history only if the window were wrong.
+  assert np.abs(last - expected).max() < 1e-5
+  policy.reset()
+  again = policy.step(frames[0], INSTRUCTION)
+  fresh.reset()
+  assert np.abs(again - fresh.step(frames[0], INSTRUCTION)).max() < 1e-5
+
+
+def test_action_chunking_executes_the_first_m_of_k():
+  cfg = tiny_config(action_chunk=3)
+  model = flax_model(cfg, seed=3)
+  # GR1-Training initialises the chunk offsets at zero (all K actions equal); make them differ.
+  offsets = model.action_chunk_queries[...]
+  model.action_chunk_queries[...] = np.random.default_rng(3).normal(size=offsets.shape).astype(np.float32)
+  rng = np.random.default_rng(3)
+  obs_list = [random_obs(rng) for _ in range(6)]
+  one = GR1Policy(model)                     # m = 1: a model call every step
+  two = GR1Policy(model, execute_actions=2)  # m = 2: a model call every 2nd step
+  one.reset(), two.reset()
+  got = [two.step(o, INSTRUCTION) for o in obs_list]
+  assert two.steps_seen == 3                 # frames 0, 2, 4 observed only
+  reference = GR1Policy(model, mode="full", execute_actions=2)
+  reference.reset()
+  want = [reference.step(o, INSTRUCTION) for o in obs_list]
+  assert np.abs(np.stack(got) - np.stack(want)).max() < 1e-5
+  # The queued action is chunk entry k=1 of the same prediction, not a new model call.
+  first = one.step(obs_list[0], INSTRUCTION)
+  assert np.allclose(first, got[0], atol=1e-6)
+  assert not np.allclose(got[1][:6], first[:6])
+  with pytest.raises(PolicyConfigError, match="execute_actions=4"):
+    GR1Policy(model, execute_actions=4)
+
+
+def test_from_checkpoint_and_config_errors(tmp_path):
+  cfg = tiny_config()
+  model = flax_model(cfg, seed=4)
+  save_model_checkpoint(str(tmp_path / "ok"), numpy_params(model), cfg)
+  policy = GR1Policy.from_checkpoint(str(tmp_path / "ok"), expected_config={"seq_len": 10})
+  direct = GR1Policy(model)
+  rng = np.random.default_rng(4)
+  policy.reset(), direct.reset()
+  for _ in range(3):
+    obs = random_obs(rng)
+    assert np.abs(policy.step(obs, INSTRUCTION) - direct.step(obs, INSTRUCTION)).max() < 1e-6
+
+  with pytest.raises(PolicyConfigError, match=r"mae.image_size=32, expected 224"):
+    GR1Policy.from_checkpoint(str(tmp_path / "ok"), expected_config={"mae.image_size": 224})
+
+  pretrain = tiny_config("tiny_pretrain")
+  save_model_checkpoint(str(tmp_path / "pre"), numpy_params(flax_model(pretrain)), pretrain)
+  with pytest.raises(PolicyConfigError, match="act_pred=False"):
+    GR1Policy.from_checkpoint(str(tmp_path / "pre"))
+
+  # Params written for one config, config JSON claiming another: named parameter mismatches.
+  wider = cfg.replace(hidden_size=48, mlp_dim=96)
+  save_model_checkpoint(str(tmp_path / "bad"), numpy_params(model), wider)
+  with pytest.raises(PolicyConfigError, match=r"do not match its own model config.*shape"):
+    GR1Policy.from_checkpoint(str(tmp_path / "bad"))
+
+
+def test_bad_observations_and_instructions_are_named():
+  policy = GR1Policy(flax_model(tiny_config(), seed=5))
+  rng = np.random.default_rng(5)
+  policy.reset()
+  good = random_obs(rng)
+
+  def broken(mutate):
+    obs = {"rgb_obs": dict(good["rgb_obs"]), "robot_obs": good["robot_obs"].copy()}
+    mutate(obs)
+    return obs
+
+  cases = [
+      (lambda o: o.pop("robot_obs"), "missing key 'robot_obs'"),
+      (lambda o: o.pop("rgb_obs"), "missing key 'rgb_obs'"),
+      (lambda o: o["rgb_obs"].pop("rgb_gripper"), "missing camera 'rgb_gripper'"),
+      (lambda o: o["rgb_obs"].__setitem__("rgb_static", good["rgb_obs"]["rgb_static"][:100]),
+       r"\['rgb_static'\] has shape \(100, 200, 3\)"),
+      (lambda o: o["rgb_obs"].__setitem__("rgb_gripper", good["rgb_obs"]["rgb_gripper"] / 255.0),
+       r"\['rgb_gripper'\] has shape \(84, 84, 3\) and dtype float64, expected uint8"),
+      (lambda o: o.__setitem__("robot_obs", good["robot_obs"][:7]), r"'robot_obs'\] has shape \(7,\)"),
+      (lambda o: o["robot_obs"].__setitem__(14, 0.0) or o["robot_obs"].__setitem__(14, 3.0),
+       r"robot_obs'\]\[14\] = 3.0 is the gripper action"),
+  ]
+  for mutate, message in cases:
+    with pytest.raises(PolicyInputError, match=message):
+      policy.step(broken(mutate), INSTRUCTION)
+  for goal in ("", "   "):
+    with pytest.raises(PolicyInputError, match="instruction\\) is empty"):
+      policy.step(good, goal)
+  with pytest.raises(PolicyInputError, match="goal must be the instruction string"):
+    policy.step(good, None)
+  assert policy.steps_seen == 0              # rejected steps leave the history untouched
+  policy.step(good, INSTRUCTION)
+  assert policy.steps_seen == 1
