@@ -1,0 +1,124 @@
+"""CALVIN long-horizon evaluation of a GR-1 checkpoint (the official protocol).
+
+    python -m experiments.evaluate_calvin --checkpoint CKPT_DIR --dataset_dir /data/task_ABC_D \
+        [--num_sequences 1000] [--workers N] [--record_video] [--output results.json] \
+        [--calvin_python /opt/calvin-venv/bin/python]
+
+Chains come from CALVIN's own get_sequences(num_sequences); each subtask gets
+360 env steps, the policy is reset per subtask, success is CALVIN's task oracle,
+and a chain stops at its first failure (gr1_jax/evaluation/calvin_rollout.py).
+The environment is built from <dataset_dir>/validation/.hydra/merged_config.yaml.
+Chains are split into contiguous slices over --workers spawned processes, each
+with its own simulator and policy. The results JSON holds the success rates at
+1..5, the average length, per-task success, per-step timings and every chain;
+--record_video writes an MP4 of the static camera per subtask.
+
+CALVIN (calvin_agent + calvin_env) is not on PyPI: see README "CALVIN evaluation".
+It needs numpy<2; if it lives in another interpreter, --calvin_python runs the
+simulator there and talks to it over pipes.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import os
+import sys
+
+
+def _policy_factory(checkpoint: str, step, execute_actions: int, mode: str):
+  from gr1_jax.policy import GR1Policy
+  return GR1Policy.from_checkpoint(checkpoint, step=step, execute_actions=execute_actions, mode=mode)
+
+
+def _load_backend(spec: str, dataset_dir: str):
+  module, _, name = spec.partition(":")
+  if not name:
+    raise ValueError(f"--backend {spec!r} must look like 'package.module:factory'")
+  return getattr(importlib.import_module(module), name)(dataset_dir)
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  parser.add_argument("--checkpoint", required=True, help="checkpoint directory or training workdir")
+  parser.add_argument("--dataset_dir", required=True, help="CALVIN split directory (holds validation/)")
+  parser.add_argument("--num_sequences", type=int, default=1000)
+  parser.add_argument("--workers", type=int, default=1, help="evaluation processes (one simulator each)")
+  parser.add_argument("--record_video", action="store_true", help="MP4 of rgb_static per subtask")
+  parser.add_argument("--video_dir", default=None, help="default: <output dir>/videos")
+  parser.add_argument("--output", default="calvin_results.json", help="results JSON path")
+  parser.add_argument("--ep_len", type=int, default=360, help="env steps per subtask (official 360)")
+  parser.add_argument("--execute_actions", type=int, default=1,
+                      help="with a chunked checkpoint (action_chunk K): actions executed per model call")
+  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+  parser.add_argument("--mode", choices=("cached", "full"), default="cached",
+                      help="policy implementation (same actions; cached is faster)")
+  parser.add_argument("--calvin_python", default=None,
+                      help="Python interpreter with CALVIN installed (default: this one)")
+  parser.add_argument("--calvin_root", default=os.environ.get("CALVIN_ROOT"),
+                      help="calvin repository checkout (for calvin_models/conf; default $CALVIN_ROOT "
+                           "or next to the installed calvin_agent)")
+  parser.add_argument("--backend", default=None,
+                      help="advanced: 'module:factory' building a CALVIN-like backend from dataset_dir "
+                           "(tests use a fake simulator)")
+  parser.add_argument("--quiet", action="store_true")
+  args = parser.parse_args(argv)
+  for name in ("num_sequences", "workers", "ep_len", "execute_actions"):
+    if getattr(args, name) < 1:
+      parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+  return args
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  from gr1_jax.evaluation import calvin_rollout
+  from gr1_jax.evaluation.calvin_backend import CalvinBackend
+  from gr1_jax.evaluation.calvin_service import CalvinNotInstalledError
+  from gr1_jax.model_checkpoint import load_config, resolve_checkpoint_dir
+  from gr1_jax.policy import check_policy_config
+
+  checkpoint = resolve_checkpoint_dir(args.checkpoint)
+  config, _ = load_config(checkpoint, args.step)           # fail fast, before any simulator starts
+  check_policy_config(config, source=f"checkpoint {checkpoint}")
+  if args.execute_actions > config.action_chunk:
+    raise SystemExit(f"--execute_actions={args.execute_actions} exceeds the checkpoint's "
+                     f"action_chunk={config.action_chunk}")
+  output = os.path.abspath(args.output)
+  video_dir = (args.video_dir or os.path.join(os.path.dirname(output), "videos")) if args.record_video else None
+
+  if args.backend:
+    backend = _load_backend(args.backend, args.dataset_dir)
+  else:
+    backend = CalvinBackend(args.dataset_dir, calvin_python=args.calvin_python,
+                            calvin_root=args.calvin_root,
+                            log_path=os.path.splitext(output)[0] + ".calvin.log")
+  try:
+    info = backend.check()
+  except CalvinNotInstalledError as exc:
+    raise SystemExit(f"error: {exc}") from None
+  except FileNotFoundError as exc:
+    raise SystemExit(f"error: {exc}") from None
+  if not args.quiet:
+    print(f"CALVIN backend ready: {info}", flush=True)
+
+  factory = functools.partial(_policy_factory, checkpoint, args.step, args.execute_actions, args.mode)
+  try:
+    summary = calvin_rollout.evaluate(
+        backend, factory, num_sequences=args.num_sequences, workers=args.workers, ep_len=args.ep_len,
+        video_dir=video_dir, output=output,
+        progress_dir=os.path.splitext(output)[0] + ".progress",
+        metadata={"checkpoint": checkpoint, "dataset_dir": os.path.abspath(args.dataset_dir),
+                  "execute_actions": args.execute_actions, "policy_mode": args.mode,
+                  "backend": info},
+        verbose=not args.quiet)
+  finally:
+    backend.close()
+  if not args.quiet:
+    print(calvin_rollout.format_summary(summary))
+    print(f"wrote {output}" + (f"; videos in {video_dir}" if video_dir else ""))
+  return summary
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
