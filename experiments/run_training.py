@@ -13,6 +13,9 @@ COORDINATOR = flags.DEFINE_string(
     "cluster environment (TPU pods and SLURM are detected automatically)")
 NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "with --coordinator_address")
 PROCESS_ID = flags.DEFINE_integer("process_id", None, "with --coordinator_address")
+COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir", os.path.expanduser("~/.cache/gr1_jax/xla"),
+    "persistent XLA compilation cache ('' disables): a restarted or repeated run skips compiling")
 
 # Variables that say "this process is one of several" (then jax.distributed.initialize()
 # finds the coordinator itself).
@@ -45,6 +48,9 @@ def setup_logging() -> None:
 def run(config, workdir: str):
   from experiments import demo_data
   from gr1_jax.training.train import train_and_evaluate
+  if COMPILATION_CACHE.value:
+    jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE.value)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   initialize_distributed()
   setup_logging()
   if jax.process_index() == 0:

@@ -41,8 +41,13 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def apply_demo_model(model: ml_collections.ConfigDict) -> None:
-  """A model that trains visibly in minutes on 2 CPU cores: 64-px frames, 16 patches, 2 layers."""
+  """A model that trains visibly in minutes on 2 CPU cores: 64-px frames, 16 patches, 2 layers.
+
+  Without norm-pix targets: a model this small (and with random frozen encoders) first
+  learns the scene's colours and layout, which norm-pix removes from the target, and its
+  predicted frames are then viewable as they are (gr1.md §3.1)."""
   gr1_model.apply_tiny(model)
+  model.norm_pix_loss = False
   model.hidden_size, model.num_layers, model.num_heads, model.mlp_dim = 64, 2, 4, 256
   model.mae.update(image_size=64, patch_size=16, width=64, depth=1, heads=4, mlp_dim=128)
   model.resampler.update(depth=1, dim_head=16, heads=2, num_latents=4)

@@ -33,7 +33,8 @@ def _check_fields(values: Mapping, fields: Mapping, where: str) -> None:
     value = values[name]
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
-      raise ValueError(f"{where}{name}={value!r} must be of type {getattr(kind, '__name__', kind)}")
+      kind_name = getattr(kind, "__name__", None) or " or ".join(k.__name__ for k in kind)
+      raise ValueError(f"{where}{name}={value!r} must be of type {kind_name}")
 
 
 def validate(config: Mapping) -> GR1Config:
@@ -50,9 +51,7 @@ def validate(config: Mapping) -> GR1Config:
   unknown = sorted(set(config["loss_weights"]) - set(DEFAULT_WEIGHTS))
   if unknown:
     raise ValueError(f"unknown config key config.loss_weights.{unknown[0]}; valid keys: {', '.join(DEFAULT_WEIGHTS)}")
-  missing = sorted(set(OPTIMIZER_FIELDS) - set(config["optimizer"]))
-  if missing:
-    raise ValueError(f"config is missing config.optimizer.{missing[0]}")
+  _check_fields(config["optimizer"], {k: (int, float) for k in OPTIMIZER_FIELDS}, "config.optimizer.")
   model = GR1Config.from_dict(config["model"])
   if model.fwd_pred and config["data"]["name"] in ("ego4d",) and (model.use_state or model.use_hand_rgb):
     raise ValueError("config.model uses state / the hand camera but config.data.name='ego4d' has "
