@@ -130,6 +130,19 @@ def test_separate_encoder_files_fp16_clip_and_safetensors_round_trip(cfg, tmp_pa
   assert all(jax.tree.leaves(same)) and config2 == cfg
 
 
+def test_vision_tower_reattached_from_the_original_gr1_file(cfg, tmp_path):
+  state = dict(reference_model(cfg, seed=16).state_dict())
+  g = torch.Generator().manual_seed(16)
+  state["model_clip.visual.conv1.weight"] = torch.randn(8, 3, 16, 16, generator=g).half()
+  state["model_clip.visual.proj"] = torch.randn(8, cfg.clip.embed_dim, generator=g)
+  src = _save(tmp_path / "snapshot.pt", state)
+  convert.from_official(src, str(tmp_path / "ckpt"), config=cfg)
+  convert.to_torch(str(tmp_path / "ckpt"), str(tmp_path / "plain.pt"), gpt2_buffers="no")
+  assert not any(k.startswith("model_clip.visual.") for k in _load_back(tmp_path / "plain.pt"))
+  convert.to_torch(str(tmp_path / "ckpt"), str(tmp_path / "full.pt"), clip=src, gpt2_buffers="no")
+  _assert_identical(state, _load_back(tmp_path / "full.pt"))
+
+
 def test_action_chunk_queries_round_trip(cfg, tmp_path):
   state = reference_model(cfg, seed=3).state_dict()
   state["action_chunk_queries.weight"] = 0.1 * torch.randn(4, cfg.hidden_size)

@@ -319,7 +319,7 @@ def convert_official(policy: str, mae: str | None = None, clip: str | None = Non
   if problems:
     raise ConversionError(f"{label}: " + "; ".join(problems) + ".")
 
-  params = import_official(tensors, config, source=label, require_encoders=True)
+  params = _owned(import_official(tensors, config, source=label, require_encoders=True))
 
   torch_dtypes = {k: tensors[k].dtype for k in sorted(mapped | {"decoder_pos_embed"})
                   if k in tensors and tensors[k].dtype != "float32"}
@@ -343,6 +343,13 @@ def convert_official(policy: str, mae: str | None = None, clip: str | None = Non
           break
   summary = _import_summary(config, params, files, metadata, ignored, dropped, notes, time.time() - start)
   return Conversion(config, params, metadata, summary)
+
+
+def _owned(tree):
+  """Copies arrays that still view the (memory-mapped) input file, so the mapping is released with it."""
+  if isinstance(tree, Mapping):
+    return {k: _owned(v) for k, v in tree.items()}
+  return tree if tree.flags.owndata else np.array(tree, copy=True)
 
 
 def convert_official_checkpoint(policy: str, mae: str | None = None, clip: str | None = None,

@@ -265,7 +265,7 @@ _OPENAI_CLIP_META = ("input_resolution", "context_length", "vocab_size")
 
 
 def read_clip(path: str, *, trust_pickle: bool = False) -> LoadedFile:
-  """OpenAI CLIP (TorchScript archive or state_dict) or a Hugging Face CLIP directory -> 'model_clip.*'.
+  """OpenAI CLIP (TorchScript or state_dict), a GR-1 file with model_clip.*, or a HF dir -> 'model_clip.*'.
 
   The vision tower and logit_scale are kept under their OpenAI names (the import
   ignores them; `to-torch --clip` uses them to write a complete official file).
@@ -276,6 +276,10 @@ def read_clip(path: str, *, trust_pickle: bool = False) -> LoadedFile:
   else:
     loaded = read_file(path, trust_pickle=trust_pickle)
     tensors, _ = strip_common_prefix(loaded.tensors, ("module.", "model.", "model_clip."))
+    if "token_embedding.weight" not in tensors and "model_clip.token_embedding.weight" in tensors:
+      # A whole GR-1 checkpoint (e.g. the original snapshot): take its model_clip.* sub-tree.
+      tensors = {k[len("model_clip."):]: v for k, v in tensors.items() if k.startswith("model_clip.")}
+      loaded.notes.append("took the model_clip.* sub-tree of a GR-1 checkpoint")
     loaded.tensors = {k: v for k, v in tensors.items() if k not in _OPENAI_CLIP_META}
   if "token_embedding.weight" not in loaded.tensors or "text_projection" not in loaded.tensors:
     raise CheckpointReadError(
