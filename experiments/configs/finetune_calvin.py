@@ -30,10 +30,12 @@ def get_config(variant: str = "default"):
   c.num_train_steps = 40_000
   c.optimizer.update(learning_rate=9e-4, warmup_steps=2_000, end_lr_fraction=0.0, weight_decay=1e-4)
   c.data.update(name="calvin", path="")
+  c.model.dtype = "bfloat16"   # TPU/GPU default: bf16 compute, fp32 parameters and optimizer
   if variant == "default":
     pass
   elif variant == "demo":
     train_base.apply_demo_model(c.model)
+    c.model.dtype = "float32"
     c.batch_size = 8
     c.num_train_steps = 200
     c.optimizer.update(learning_rate=1e-3, warmup_steps=20)

@@ -29,10 +29,12 @@ def get_config(variant: str = "default"):
   c.num_train_steps = 78_000
   c.optimizer.update(learning_rate=3.6e-4, warmup_steps=7_800, end_lr_fraction=0.01, weight_decay=0.0)
   c.data.update(name="ego4d", path="", image_size=224)
+  c.model.dtype = "bfloat16"   # TPU/GPU default: bf16 compute, fp32 parameters and optimizer
   if variant == "default":
     pass
   elif variant == "demo":
     train_base.apply_demo_model(c.model)
+    c.model.dtype = "float32"
     c.batch_size = 8
     c.num_train_steps = 300
     c.optimizer.update(learning_rate=1e-3, warmup_steps=20)

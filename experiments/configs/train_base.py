@@ -56,7 +56,7 @@ def apply_demo_model(model: ml_collections.ConfigDict) -> None:
 
 def apply_debug(c: ml_collections.ConfigDict, model_variant: str) -> None:
   """Tiny model on synthetic batches: seconds per run, for tests."""
-  c.model = gr1_model.get_config(model_variant)
+  c.model = gr1_model.get_config(model_variant)   # float32
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   c.batch_size = 8
   c.num_train_steps = 6
