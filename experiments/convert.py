@@ -1,4 +1,4 @@
-"""Convert GR-1 weights between the official PyTorch layout and model checkpoint directories.
+r"""Convert GR-1 weights between the official PyTorch layout and model checkpoint directories.
 
     python -m experiments.convert from-official --policy snapshot_ABCD.pt \
         [--mae mae_pretrain_vit_base.pth] [--clip ViT-B-32.pt | --clip HF_CLIP_DIR] --out DIR \
@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "gr1_model.py")
@@ -53,6 +53,8 @@ def main(argv):
   from gr1_jax.conversion import convert
   from gr1_jax.conversion.official_state import CheckpointMismatchError
   from gr1_jax.conversion.torch_files import CheckpointReadError
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)        # Orbax logs every step of a save at INFO
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"usage: python -m experiments.convert {{{'|'.join(COMMANDS)}}} --flags ...")
   try:
@@ -60,7 +62,9 @@ def main(argv):
       _require(policy=_POLICY.value, out=_OUT.value)
       result = convert.from_official(_POLICY.value, _OUT.value, mae=_MAE.value, clip=_CLIP.value,
                                      config=_CONFIG.value, overwrite=_OVERWRITE.value, trust_pickle=_TRUST.value)
-      lines = [f"config {config_flags.get_config_filename(flags.FLAGS['config'])}"] + result.summary
+      overrides = config_flags.get_override_values(flags.FLAGS["config"])
+      lines = [f"config {config_flags.get_config_filename(flags.FLAGS['config'])}"
+               + (f" with overrides {overrides}" if overrides else "")] + result.summary
     else:
       _require(checkpoint=_CHECKPOINT.value, out=_OUT.value)
       lines = convert.to_torch(_CHECKPOINT.value, _OUT.value, fmt=_FORMAT.value, clip=_CLIP.value,

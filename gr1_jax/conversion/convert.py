@@ -285,7 +285,6 @@ def convert_official(policy: str, mae: str | None = None, clip: str | None = Non
                      trust_pickle: bool = False) -> Conversion:
   """Reads, checks and maps official-layout files; returns the parameters and what to store with them."""
   from gr1_jax.conversion.official_keys import official_key_map
-  from gr1_jax.conversion.official_state import IGNORED_KEY_RULES, import_official
 
   start = time.time()
   config = as_model_config(config)
@@ -319,6 +318,7 @@ def convert_official(policy: str, mae: str | None = None, clip: str | None = Non
   if problems:
     raise ConversionError(f"{label}: " + "; ".join(problems) + ".")
 
+  from gr1_jax.conversion.official_state import IGNORED_KEY_RULES, import_official  # imports jax
   params = _owned(import_official(tensors, config, source=label, require_encoders=True))
 
   torch_dtypes = {k: tensors[k].dtype for k in sorted(mapped | {"decoder_pos_embed"})
