@@ -11,12 +11,21 @@ Python API
     # On disk: the same, written as a model checkpoint directory (temp dir + rename).
     from_official("snapshot_ABCD.pt", "checkpoints/gr1_abcd", mae=..., clip=...)
 
-    # Load it and run one forward pass (images channels-last, ImageNet-normalised, 224x224):
+    # Load it and run one forward pass.
+    import numpy as np
+    from gr1_jax.image_preprocessing import preprocess_uint8
     from gr1_jax.model_checkpoint import load_model
-    model = load_model("checkpoints/gr1_abcd")                     # eval mode
-    out = model(rgb, tokens, step_mask, hand_rgb=hand_rgb, arm_state=arm, gripper_state=grip)
-    # rgb/hand_rgb (B,10,224,224,3), tokens (B,77) from gr1_jax.tokenizer, step_mask (B,10),
-    # arm (B,10,6), grip one-hot (B,10,2) -> out["arm_action_preds"] (B,10,1,6), ...
+    from gr1_jax.tokenizer import tokenize
+    model = load_model("checkpoints/gr1_abcd")                     # ready GR1, eval mode
+    c = model.config
+    frames = np.zeros((1, c.seq_len, 200, 200, 3), np.uint8)       # static camera, uint8 HWC
+    wrist = np.zeros((1, c.seq_len, 84, 84, 3), np.uint8)          # gripper camera
+    out = model(preprocess_uint8(frames, c.mae.image_size), tokenize("open the drawer"),
+                np.ones((1, c.seq_len), np.int32),                 # step mask (1 = valid step)
+                hand_rgb=preprocess_uint8(wrist, c.mae.image_size),
+                arm_state=np.zeros((1, c.seq_len, 6), np.float32),
+                gripper_state=np.tile(np.float32([0, 1]), (1, c.seq_len, 1)))   # one-hot, [0,1] = open
+    out["arm_action_preds"]        # (1, 10, 1, 6); gripper_action_preds (1, 10, 1) logits; obs_preds ...
 
     # Back to PyTorch: {'state_dict': ...} in the official layout and dtypes.
     to_torch("checkpoints/gr1_abcd", "gr1_abcd.pt", clip="ViT-B-32.pt")
