@@ -52,7 +52,6 @@ def _require(**values):
 def main(argv):
   from gr1_jax.conversion import convert
   from gr1_jax.conversion.official_state import CheckpointMismatchError
-  from gr1_jax.conversion.torch_files import CheckpointReadError
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)        # Orbax logs every step of a save at INFO
   if len(argv) != 2 or argv[1] not in COMMANDS:
@@ -70,7 +69,7 @@ def main(argv):
       lines = convert.to_torch(_CHECKPOINT.value, _OUT.value, fmt=_FORMAT.value, clip=_CLIP.value,
                                gpt2_buffers=_BUFFERS.value, restore_dtypes=not _FLOAT32.value,
                                overwrite=_OVERWRITE.value)
-  except (CheckpointReadError, CheckpointMismatchError, convert.ConversionError, FileExistsError,
+  except (convert.CheckpointReadError, CheckpointMismatchError, convert.ConversionError, FileExistsError,
           FileNotFoundError) as exc:
     print(f"error: {exc}", file=sys.stderr)
     return 2

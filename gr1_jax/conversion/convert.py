@@ -173,7 +173,8 @@ def infer_sizes(tensors: Mapping[str, LazyTensor]) -> dict[str, tuple[Any, str]]
     n_pos = shape("model_mae.pos_embed")[-2] - 1
     grid = int(round(n_pos ** 0.5))
     if grid * grid == n_pos:
-      out["mae.image_size"] = (grid * out["mae.patch_size"][0], f"model_mae.pos_embed {list(shape('model_mae.pos_embed'))}")
+      out["mae.image_size"] = (grid * out["mae.patch_size"][0],
+                               f"model_mae.pos_embed {list(shape('model_mae.pos_embed'))}")
   key = "action_chunk_queries.weight"
   out["action_chunk"] = (shape(key)[0], f"{key} {list(shape(key))}") if key in tensors else \
       (1, "no action_chunk_queries.weight")
@@ -518,7 +519,8 @@ def export_torch_state_dict(directory: str, *, clip: str | None = None, gpt2_buf
         out[f"transformer.h.{i}.attn.bias"] = tril.clone()
       if buffers.get("layers_with_masked_bias"):
         out[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(
-            buffers.get("masked_bias", GPT2_MASKED_BIAS), dtype=getattr(torch, buffers.get("masked_bias_dtype", "float32")))
+            buffers.get("masked_bias", GPT2_MASKED_BIAS),
+            dtype=getattr(torch, buffers.get("masked_bias_dtype", "float32")))
     if config.seq_len * _tokens_per_step(config) > n:
       lines.append(f"warning: {config.seq_len} x {_tokens_per_step(config)} tokens exceed GPT-2's n_ctx={n}; "
                    "the official torch model cannot run this window")
