@@ -275,6 +275,9 @@ def _atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
+    _umask = os.umask(0)
+    os.umask(_umask)
+    os.chmod(tmp, 0o666 & ~_umask)            # mkstemp creates 0600
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

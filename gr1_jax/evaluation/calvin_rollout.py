@@ -255,6 +255,9 @@ def write_json(path: str, data: dict) -> str:
     with os.fdopen(fd, "w") as f:
       json.dump(data, f, indent=2)
       f.write("\n")
+    _umask = os.umask(0)
+    os.umask(_umask)
+    os.chmod(tmp, 0o666 & ~_umask)            # mkstemp creates 0600
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
