@@ -78,6 +78,10 @@ from pathlib import Path
 
 import grain
 import numpy as np
+from array_record.python import array_record_module
+# Imported here, in the importing thread: a first import from several Grain
+# reader threads at once deadlocks on TFDS's lazy-import locks (seen in workers).
+from tensorflow_datasets.proto import tf_example_pb2
 
 from data_pipelines import batch_spec as bs
 from data_pipelines import random_shift
@@ -91,6 +95,7 @@ GRIPPER_SHAPE = (84, 84, 3)
 FRAME_ID = "frame_id"      # trace: int32 (B, L), global CALVIN frame id, -1 = padding
 SEGMENT_ID = "segment_id"  # trace: int32 (B,), annotation index in auto_lang_ann.npy
 _OPEN_LOCK = threading.Lock()
+_EXAMPLE = tf_example_pb2.Example  # resolve TFDS's lazy module now, not in reader threads
 
 
 def _tfds_split(split: str) -> str:
@@ -174,7 +179,6 @@ class ConvertedFrames:
         self._readers = [(None, threading.Lock()) for _ in self.paths]
       reader, lock = self._readers[shard]
       if reader is None:
-        from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
         reader = array_record_module.ArrayRecordReader(self.paths[shard], "readahead_buffer_size:0")
         self._readers[shard] = (reader, lock)
     return reader, lock
@@ -194,14 +198,12 @@ class ConvertedFrames:
 
   def read(self, start: int, count: int, num_images: int, cameras: Sequence[str]) -> dict:
     """Records start .. start+count-1; images decoded for the first num_images only."""
-    # pylint: disable=import-outside-toplevel
-    from tensorflow_datasets.proto import tf_example_pb2
     robot_obs = np.empty((count, 15), np.float32)
     rel_actions = np.empty((count, 7), np.float32)
     frame_id = np.empty(count, np.int64)
     images = {c: [] for c in cameras}
     for i, record in enumerate(self._raw_records(start, count)):
-      feature = tf_example_pb2.Example.FromString(record).features.feature
+      feature = _EXAMPLE.FromString(record).features.feature
       robot_obs[i] = feature["robot_obs"].float_list.value
       rel_actions[i] = feature["rel_actions"].float_list.value
       frame_id[i] = feature["frame_id"].int64_list.value[0]
