@@ -12,14 +12,8 @@ Image formats (`ImageEncoding`):
   * "png" (lossless, zlib level 3): bit-exact frames, for checks or when disk
     is not a concern.
 
-Encoding always uses Pillow (so records do not depend on what is installed).
-Decoding uses OpenCV's `cv2.imdecode` when `opencv-python-headless` (>= 4.10,
-for IMREAD_COLOR_RGB) is importable and Pillow otherwise: both wrap
-libjpeg-turbo with the same default IDCT and upsampling and give identical
-pixels here (checked in the tests when cv2 is present), but cv2 skips Pillow's
-Python-level header parsing: 0.26 vs 0.53 ms per 200x200 JPEG, 0.07 vs 0.22 ms
-per 84x84 one (CPU time), i.e. ~4 ms less per 10-frame, 2-camera window.
-Set GR1_IMAGE_DECODER=pil to force Pillow.
+Encoding always uses Pillow (so records do not depend on what is installed);
+decoding is data_pipelines.image_codec (simplejpeg, Pillow fallback).
 """
 from __future__ import annotations
 
@@ -32,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from data_pipelines import image_codec
 from data_pipelines.calvin import raw
 
 # Bump when the cached per-segment payload changes meaning.
@@ -60,37 +55,9 @@ def encode_image(image: np.ndarray, encoding: ImageEncoding) -> bytes:
   return buf.getvalue()
 
 
-def _cv2_rgb_flag():
-  if os.environ.get("GR1_IMAGE_DECODER", "").lower() == "pil":
-    return None, None
-  try:
-    import cv2  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return None, None
-  flag = getattr(cv2, "IMREAD_COLOR_RGB", None)
-  return (cv2, flag) if flag is not None else (None, None)
-
-
-_CV2, _CV2_RGB = _cv2_rgb_flag()
-DECODER = "cv2" if _CV2 is not None else "pil"
-
-
-def decode_image(data: bytes) -> np.ndarray:
-  """JPEG/PNG bytes -> uint8 (H, W, 3) (OpenCV if available, else Pillow)."""
-  if _CV2 is not None:
-    image = _CV2.imdecode(np.frombuffer(data, np.uint8), _CV2_RGB)
-    if image is None:
-      raise ValueError(f"cannot decode {len(data)} bytes as JPEG/PNG")
-    return image
-  return decode_image_pil(data)
-
-
-def decode_image_pil(data: bytes) -> np.ndarray:
-  """JPEG/PNG bytes -> uint8 (H, W, 3) with Pillow."""
-  with Image.open(io.BytesIO(data), formats=("JPEG", "PNG")) as im:
-    if im.mode != "RGB":
-      im = im.convert("RGB")
-    return np.asarray(im)
+decode_image = image_codec.decode_image
+decode_image_pil = image_codec.decode_image_pil
+DECODER = image_codec.DECODER
 
 
 @dataclasses.dataclass(frozen=True)

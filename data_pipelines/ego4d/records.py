@@ -23,6 +23,8 @@ import struct
 
 import numpy as np
 
+from data_pipelines import image_codec
+
 MAGIC = b"GR1CLIP1"
 _LEN = struct.Struct("<I")
 PREFIX = "ego4d_clips"
@@ -51,11 +53,7 @@ def jpeg_slices(header: dict, offset: int) -> list[tuple[int, int]]:
 
 
 def decode_jpeg(data: bytes | memoryview) -> np.ndarray:
-  import io
-
-  from PIL import Image
-  with Image.open(io.BytesIO(data)) as im:
-    return np.asarray(im.convert("RGB"))
+  return image_codec.decode_image(data)
 
 
 def decode_frames(record: bytes, which: list[int] | None = None) -> tuple[dict, np.ndarray]:

@@ -285,13 +285,3 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     pipeline.make_calvin_dataset(tmp_path, "train", batch_size=2)
   with pytest.raises(ValueError, match="split must be"):
     pipeline.make_calvin_dataset(tmp_path, "test", batch_size=2)
-
-
-def test_opencv_and_pillow_decoders_agree(calvin):
-  if encoding.DECODER != "cv2":
-    pytest.skip("opencv-python-headless not installed: Pillow decodes everything")
-  frame = raw.read_frame(calvin["src"] / "training", 3)
-  for fmt in ("jpeg", "png"):
-    for cam in raw.IMAGE_KEYS:
-      data = encoding.encode_image(frame[cam], encoding.ImageEncoding(format=fmt))
-      np.testing.assert_array_equal(encoding.decode_image(data), encoding.decode_image_pil(data))

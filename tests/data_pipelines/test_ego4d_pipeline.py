@@ -242,7 +242,7 @@ def test_jpeg_decoders_agree_and_sizes_are_checked(source_a, monkeypatch):
   rec = pipeline.clip_source(source_a)[0]
   fn = pipeline.ClipToWindow(seq_len=10, frame_stride=1, train=True, shift_pad=4, source_index=0, image_size=SIZE)
   fast = fn(rec, np.random.default_rng(0))
-  monkeypatch.setattr(pipeline, "_simplejpeg", None)   # PIL fallback
+  monkeypatch.setattr(pipeline.image_codec, "simplejpeg", None)   # PIL fallback
   slow = fn(rec, np.random.default_rng(0))
   assert all(np.array_equal(fast[k], slow[k]) for k in fast)
   with pytest.raises(ValueError, match=r"is 64x64, the pipeline expects image_size=224"):
