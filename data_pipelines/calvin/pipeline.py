@@ -65,9 +65,8 @@ list and segment table from TFDS's dataset_info.json / metadata.json, records
 parsed with TFDS's tf.train.Example proto).  Same bytes as
 ``tfds.builder_from_directory(dir).as_data_source(split)`` but ~10x less
 overhead per record than TFDS's generic deserialiser (0.6 ms vs 5.5 ms for 10).
-JPEG decoding is about two thirds of the CPU time per window; with opencv-python-headless
-installed it uses cv2.imdecode (2x faster than Pillow, identical pixels), see
-encoding.py.
+JPEG decoding is about two thirds of the CPU time per window, hence
+data_pipelines.image_codec (simplejpeg, 2x less CPU than Pillow, same pixels).
 """
 from __future__ import annotations
 
