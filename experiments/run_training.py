@@ -8,6 +8,9 @@ import os
 import jax
 from absl import flags
 
+DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "call jax.distributed.initialize() with its cluster auto-detection "
+    "(TPU pod slices, SLURM, ...); experiments/launch/tpu_pod.py passes it")
 COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 for a multi-process run without a "
     "cluster environment (TPU pods and SLURM are detected automatically)")
@@ -34,7 +37,7 @@ def initialize_distributed() -> None:
     if NUM_PROCESSES.value is None or PROCESS_ID.value is None:
       raise ValueError("--coordinator_address needs --num_processes and --process_id")
     jax.distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
-  elif _multi_process_cluster():
+  elif DISTRIBUTED.value or _multi_process_cluster():
     jax.distributed.initialize()
 
 

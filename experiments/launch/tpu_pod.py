@@ -12,8 +12,9 @@ Steps (each one a gcloud command, printed and not run with --dry_run):
   [create]  `gcloud compute tpus tpu-vm create` (or `queued-resources create`, then wait for ACTIVE)
   copy      `git archive HEAD` of this repository -> `tpu-vm scp --worker=all` to every host
   install   `tpu-vm ssh --worker=all`: unpack into ~/gr1_jax, `pip install -e . "jax[tpu]"`
-  run       `tpu-vm ssh --worker=all`: the command after `--` on every host at once; JAX finds
-            the other hosts itself (jax.distributed.initialize() is automatic on TPU VMs)
+  run       `tpu-vm ssh --worker=all`: the command after `--` on every host at once, with
+            --distributed added to our entry points so each host calls
+            jax.distributed.initialize(), which finds the other hosts itself on TPU VMs
 The workdir must be a path every host sees (a shared mount): checkpoints are written
 collectively by all hosts; logs and images by host 0.
 """
@@ -56,6 +57,9 @@ def commands(args, train_command: list[str]) -> list[list[str]]:
   install = (f"rm -rf ~/{REMOTE_DIR} && mkdir -p ~/{REMOTE_DIR} && tar xzf ~/{ARCHIVE} -C ~/{REMOTE_DIR} && "
              f"cd ~/{REMOTE_DIR} && pip install -q -e . 'jax[tpu]'")
   out.append(_gcloud_tpu(args, "tpu-vm", "ssh", args.tpu) + ["--worker=all", f"--command={install}"])
+  if any(word in ("experiments.pretrain", "experiments.finetune") for word in train_command) \
+      and "--distributed" not in train_command:
+    train_command = [*train_command, "--distributed"]
   run = f"cd ~/{REMOTE_DIR} && {shlex.join(train_command)}"
   out.append(_gcloud_tpu(args, "tpu-vm", "ssh", args.tpu) + ["--worker=all", f"--command={run}"])
   return out

@@ -1,4 +1,5 @@
 """The TPU pod launcher's dry run prints the gcloud commands and runs nothing."""
+import shlex
 import subprocess
 import sys
 
@@ -20,7 +21,10 @@ def test_dry_run_prints_all_worker_commands(tmp_path):
       ["gcloud", "compute", "tpus", "tpu-vm"]]
   assert "scp" in lines[1] and "--worker=all" in lines[1]
   assert all("--worker=all" in l and "ssh pod1" in l for l in lines[2:])
-  assert "experiments.pretrain" in lines[3] and "'/mnt/shared/run 1'" in lines[3]   # quoting survives
+  remote = [w for w in shlex.split(lines[3][2:]) if w.startswith("--command=")][0][len("--command="):]
+  assert shlex.split(remote)[3:] == ["python", "-m", "experiments.pretrain", "--config",
+                                     "experiments/configs/pretrain.py", "--workdir", "/mnt/shared/run 1",
+                                     "--distributed"]   # quoting survives both shells
   assert not (tmp_path / "gr1_jax.tar.gz").exists()
 
 
@@ -31,4 +35,4 @@ def test_queued_resource_creation_commands():
   assert cmds[0][:6] == ["gcloud", "compute", "tpus", "queued-resources", "create", "qr"]
   assert "--node-id=n1" in cmds[0] and "--spot" in cmds[0]
   assert "ACTIVE" in cmds[1][-1]
-  assert cmds[-1][-1].endswith("python -m experiments.finetune")
+  assert cmds[-1][-1].endswith("python -m experiments.finetune --distributed")
