@@ -43,7 +43,11 @@ def parse_args(argv=None):
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   parser.add_argument("--checkpoint", required=True, help="checkpoint directory or training workdir")
   parser.add_argument("--dataset_dir", required=True, help="CALVIN split directory (holds validation/)")
-  parser.add_argument("--num_sequences", type=int, default=1000)
+  parser.add_argument("--num_sequences", type=int, default=1000,
+                      help="evaluate the first N chains of the official list")
+  parser.add_argument("--sequence_pool", type=int, default=1000,
+                      help="size of the list drawn from CALVIN's get_sequences (official: 1000; "
+                           "get_sequences(n) for smaller n gives different chains)")
   parser.add_argument("--workers", type=int, default=1, help="evaluation processes (one simulator each)")
   parser.add_argument("--record_video", action="store_true", help="MP4 of rgb_static per subtask")
   parser.add_argument("--video_dir", default=None, help="default: <output dir>/videos")
@@ -64,9 +68,11 @@ def parse_args(argv=None):
                            "(tests use a fake simulator)")
   parser.add_argument("--quiet", action="store_true")
   args = parser.parse_args(argv)
-  for name in ("num_sequences", "workers", "ep_len", "execute_actions"):
+  for name in ("num_sequences", "workers", "ep_len", "execute_actions", "sequence_pool"):
     if getattr(args, name) < 1:
       parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+  if args.sequence_pool < args.num_sequences:
+    parser.error(f"--sequence_pool={args.sequence_pool} must be >= --num_sequences={args.num_sequences}")
   return args
 
 
@@ -105,7 +111,8 @@ def main(argv=None) -> dict:
   factory = functools.partial(_policy_factory, checkpoint, args.step, args.execute_actions, args.mode)
   try:
     summary = calvin_rollout.evaluate(
-        backend, factory, num_sequences=args.num_sequences, workers=args.workers, ep_len=args.ep_len,
+        backend, factory, num_sequences=args.num_sequences, sequence_pool=args.sequence_pool,
+        workers=args.workers, ep_len=args.ep_len,
         video_dir=video_dir, output=output,
         progress_dir=os.path.splitext(output)[0] + ".progress",
         metadata={"checkpoint": checkpoint, "dataset_dir": os.path.abspath(args.dataset_dir),

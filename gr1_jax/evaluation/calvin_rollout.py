@@ -266,13 +266,22 @@ def write_json(path: str, data: dict) -> str:
   return path
 
 
-def evaluate(backend, policy_factory, *, num_sequences: int = NUM_SEQUENCES, workers: int = 1,
+def evaluate(backend, policy_factory, *, num_sequences: int = NUM_SEQUENCES,
+             sequence_pool: int | None = None, workers: int = 1,
              ep_len: int = EP_LEN, video_dir: str | None = None, output: str | None = None,
              progress_dir: str | None = None, metadata: dict | None = None,
              verbose: bool = True) -> dict:
-  """The whole protocol: chains from backend.sequences, run, summarise, write `output` JSON."""
+  """The whole protocol: chains from backend.sequences, run, summarise, write `output` JSON.
+
+  sequence_pool: generate this many chains (CALVIN's official list is get_sequences(1000))
+  and evaluate the first num_sequences of them; None = generate exactly num_sequences
+  (note CALVIN's get_sequences(n) for n < 1000 is NOT a prefix of the official list).
+  """
   start = time.perf_counter()
-  chains = backend.sequences(num_sequences)
+  pool = num_sequences if sequence_pool is None else sequence_pool
+  if pool < num_sequences:
+    raise ValueError(f"sequence_pool={pool} is smaller than num_sequences={num_sequences}")
+  chains = list(backend.sequences(pool))[:num_sequences]
   if len(chains) != num_sequences:
     print(f"warning: the backend gave {len(chains)} chains for num_sequences={num_sequences}",
           file=sys.stderr)
@@ -281,7 +290,7 @@ def evaluate(backend, policy_factory, *, num_sequences: int = NUM_SEQUENCES, wor
                        video_dir=video_dir, progress_dir=progress_dir, verbose=verbose)
   summary = summarize(results)
   summary["timing"]["total_seconds"] = time.perf_counter() - start
-  summary.update({"ep_len": ep_len, "workers": workers, **(metadata or {}),
+  summary.update({"ep_len": ep_len, "workers": workers, "sequence_pool": pool, **(metadata or {}),
                   "chains": [r.to_json() for r in results]})
   if output:
     write_json(output, summary)
