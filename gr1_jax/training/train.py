@@ -166,7 +166,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
         history = []
         rates = progress.update(step)
         log.info(format_line(step, total, last_train["loss/total"], rates))
-        writer.write_scalars(step, {f"train/{k}": v for k, v in last_train.items()} | rates)
+        writer.write_scalars(step, {f"train/{k}": v for k, v in last_train.items()}
+                            | {f"progress/{k}": v for k, v in rates.items()})
 
       if step % config["eval_every"] == 0 or step == total:
         last_eval, sample = evaluate(eval_step, state, frozen, rngs, eval_ds, config, layout, keys)
