@@ -91,6 +91,7 @@ def main(argv=None) -> dict:
     raise SystemExit(f"--execute_actions={args.execute_actions} exceeds the checkpoint's "
                      f"action_chunk={config.action_chunk}")
   output = os.path.abspath(args.output)
+  os.makedirs(os.path.dirname(output), exist_ok=True)
   video_dir = (args.video_dir or os.path.join(os.path.dirname(output), "videos")) if args.record_video else None
 
   if args.backend:

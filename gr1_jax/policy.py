@@ -152,12 +152,16 @@ class GR1Policy:
     expected_config: optional {"field" or "sub.field": value} the checkpoint's model
     config must have (e.g. {"seq_len": 10, "mae.image_size": 224}).
     """
-    from gr1_jax.model_checkpoint import build_model, load_config, resolve_checkpoint_dir
+    from gr1_jax.model_checkpoint import abstract_model, build_model, load_config, resolve_checkpoint_dir
     directory = resolve_checkpoint_dir(directory)
     config, _ = load_config(directory, step)
     check_policy_config(config, source=f"checkpoint {directory}", expected=expected_config)
     params = _load_checked_params(directory, config, step)
-    model = build_model(config, params)
+    # Build the act-only model straight away (no decoder / [OBS] queries in memory twice).
+    act_config = act_only_config(config)
+    template = nnx.to_pure_dict(nnx.state(abstract_model(act_config), nnx.Param))
+    model = build_model(act_config, _select_like(params, template))
+    del params
     return cls(model, source=f"checkpoint {directory}", **kwargs)
 
   # ------------------------------------------------------------------ jitted pieces

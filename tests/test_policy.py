@@ -103,7 +103,7 @@ def torch_twin(model) -> GR1Reference:
   return ref.eval()
 
 
-@pytest.mark.parametrize("image_size", [32, 224])
+@pytest.mark.parametrize("image_size", [32, pytest.param(224, marks=pytest.mark.slow)])
 def test_policy_matches_official_torch_loop(image_size):
   cfg = tiny_config()
   if image_size != cfg.mae.image_size:
@@ -151,6 +151,7 @@ def test_cached_equals_full_recompute_without_recompiling():
   assert full.trace_counts["full"] == 1
 
 
+@pytest.mark.slow
 def test_history_window_is_the_last_seq_len_frames():
   """After reset the policy must not remember earlier frames, and it keeps exactly 10."""
   model = flax_model(tiny_config(), seed=2)
