@@ -87,7 +87,8 @@ def main(argv=None):
   results["cached"] = time_policy(cached, args.steps, rng, instruction)
   full = GR1Policy(model, mode="full")
   results["full"] = time_policy(full, args.full_steps, rng, instruction)
-  results["speedup_steady_median"] = results["full"]["steady_median_ms"] / results["cached"]["steady_median_ms"]
+  results["speedup_steady_median"] = (results["full"]["steady_median_ms"]
+                                      / results["cached"]["steady_median_ms"])
   print(json.dumps(results, indent=2))
   print(f"per-step latency ({args.config}): full recompute {results['full']['steady_median_ms']:.0f} ms, "
         f"cached {results['cached']['steady_median_ms']:.0f} ms -> {results['speedup_steady_median']:.1f}x")

@@ -92,7 +92,9 @@ def main(argv=None) -> dict:
                      f"action_chunk={config.action_chunk}")
   output = os.path.abspath(args.output)
   os.makedirs(os.path.dirname(output), exist_ok=True)
-  video_dir = (args.video_dir or os.path.join(os.path.dirname(output), "videos")) if args.record_video else None
+  video_dir = None
+  if args.record_video:
+    video_dir = args.video_dir or os.path.join(os.path.dirname(output), "videos")
 
   if args.backend:
     backend = _load_backend(args.backend, args.dataset_dir)

@@ -75,7 +75,9 @@ def predictions_cmd(args) -> dict:
   size = cfg.mae.image_size
   rgb = preprocess_uint8(batch[bs.RGB_STATIC], size)
   hand = preprocess_uint8(batch[bs.RGB_GRIPPER], size) if cfg.use_hand_rgb else None
-  kwargs = {"arm_state": batch[bs.ARM_STATE], "gripper_state": batch[bs.GRIPPER_STATE]} if cfg.use_state else {}
+  kwargs = {}
+  if cfg.use_state:
+    kwargs = {"arm_state": batch[bs.ARM_STATE], "gripper_state": batch[bs.GRIPPER_STATE]}
   out = jax.jit(lambda r, h, t, m, kw: model(r, t, m, hand_rgb=h, **kw))(
       rgb, hand, batch[bs.LANGUAGE_TOKENS], batch[bs.STEP_MASK], kwargs)
   images, preds = (rgb, out["obs_preds"]) if args.camera == "static" else (hand, out["obs_hand_preds"])
@@ -104,7 +106,8 @@ def parse_args(argv=None):
   sub = parser.add_subparsers(dest="command", required=True)
   mask = sub.add_parser("attention-mask", help="PNG of the attention mask of a config")
   mask.add_argument("--config", default="official",
-                    help="model variant of experiments/configs/gr1_model.py (official, act_only, pretrain, tiny)")
+                    help="model variant of experiments/configs/gr1_model.py "
+                         "(official, act_only, pretrain, tiny)")
   mask.add_argument("--checkpoint", default=None, help="use this checkpoint's model config instead")
   mask.add_argument("--seq_len", type=int, default=None, help="fewer steps for a legible picture")
   mask.add_argument("--valid_steps", type=int, default=None, help="mark the later steps as padding")

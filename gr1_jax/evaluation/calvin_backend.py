@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -136,7 +135,3 @@ class CalvinBackend:
       else:
         self._service.close()
       self._service = None
-
-
-def describe_python(python: str | None) -> str:
-  return python or sys.executable

@@ -72,7 +72,8 @@ def test_cli_end_to_end_with_tiny_checkpoint(tmp_path):
   ckpt = _tiny_checkpoint(tmp_path / "ckpt")
   output = tmp_path / "out" / "results.json"
   summary = evaluate_calvin.main([
-      "--checkpoint", ckpt, "--dataset_dir", str(tmp_path), "--num_sequences", "3", "--sequence_pool", "3", "--ep_len", "5",
+      "--checkpoint", ckpt, "--dataset_dir", str(tmp_path), "--num_sequences", "3",
+      "--sequence_pool", "3", "--ep_len", "5",
       "--record_video", "--output", str(output), "--quiet",
       "--backend", "tests.evaluation.fake_calvin:FakeCalvin"])
   data = json.loads(output.read_text())

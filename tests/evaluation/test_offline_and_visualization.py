@@ -34,7 +34,8 @@ def ssim_scipy(a, b):
     mp, mq = blur(p), blur(q)
     vp, vq, cov = blur(p * p) - mp ** 2, blur(q * q) - mq ** 2, blur(p * q) - mp * mq
     c1, c2 = 0.01 ** 2, 0.03 ** 2
-    values.append((((2 * mp * mq + c1) * (2 * cov + c2)) / ((mp ** 2 + mq ** 2 + c1) * (vp + vq + c2))).mean())
+    num = (2 * mp * mq + c1) * (2 * cov + c2)
+    values.append((num / ((mp ** 2 + mq ** 2 + c1) * (vp + vq + c2))).mean())
   return float(np.mean(values))
 
 
@@ -165,8 +166,8 @@ def test_visualize_cli_writes_images(fake_split, tiny_checkpoint, tmp_path):
   body = mask[strip + 1:strip + 1 + tokens * 3, strip + 1:, 0][1::3, 1::3] < 128   # one pixel per cell
   from gr1_jax.modules.attention_mask import attention_mask
   from gr1_jax.modules.token_layout import TokenLayout
-  want = np.asarray(attention_mask(TokenLayout.from_config(tiny_config().replace(seq_len=2, fwd_pred_next_n=1)),
-                                   np.ones((1, 2), bool)))[0, 0]
+  layout = TokenLayout.from_config(tiny_config().replace(seq_len=2, fwd_pred_next_n=1))
+  want = np.asarray(attention_mask(layout, np.ones((1, 2), bool)))[0, 0]
   np.testing.assert_array_equal(body, want)
 
 
@@ -188,9 +189,9 @@ def test_patchify_roundtrip_and_norm_pix_rescale():
   with pytest.raises(ValueError, match="reference="):
     viz.predictions_to_images(standardised, patch_size=16, image_size=32, norm_pix=True)
   # The offline metric's rescale agrees with the picture's.
-  np.testing.assert_allclose(np.asarray(offline.predicted_frames(jnp.asarray(standardised), jnp.asarray(frames),
-                                                                 patch_size=16, norm_pix=True)),
-                             shown, atol=1e-5)
+  rescaled = offline.predicted_frames(jnp.asarray(standardised), jnp.asarray(frames),
+                                      patch_size=16, norm_pix=True)
+  np.testing.assert_allclose(np.asarray(rescaled), shown, atol=1e-5)
 
 
 def test_window_pairs_and_files(tmp_path):
