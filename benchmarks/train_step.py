@@ -5,8 +5,9 @@
 Prints compile time, step time (median of --steps after one warm-up step), examples/s,
 peak host memory (max RSS; the CPU backend has no device memory statistics), the
 step's FLOPs from XLA's cost analysis, the achieved FLOP/s, and that as a fraction of
-this machine's f32 matmul FLOP/s (2048^3 jnp.matmul, median, measured in the same run,
-right before the step). The machine is shared: the load average is printed too.
+this machine's f32 matmul FLOP/s (2048^3 jnp.matmul, median of runs interleaved with the
+timed steps, so both see the same machine load). The machine is shared: the load
+average is printed too.
 """
 from __future__ import annotations
 
@@ -24,19 +25,23 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "side of the reference f32 matmul")
 
 
-def matmul_flops_per_second(n: int, repeats: int = 10) -> float:
+def matmul_timer(n: int):
+  """A function returning one f32 n^3 matmul's FLOP/s (compiled once)."""
   import jax
   import jax.numpy as jnp
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
   f = jax.jit(jnp.matmul)
   f(a, b).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f(a, b).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return 2 * n ** 3 / statistics.median(times)
+
+  def measure(repeats: int = 5) -> list[float]:
+    rates = []
+    for _ in range(repeats):
+      t = time.perf_counter()
+      f(a, b).block_until_ready()
+      rates.append(2 * n ** 3 / (time.perf_counter() - t))
+    return rates
+  return measure
 
 
 def main(argv):
@@ -73,14 +78,16 @@ def main(argv):
   flops = float(cost.get("flops", float("nan")))
   state, metrics = compiled(state, frozen, rngs, batches[0])     # warm-up
   jax.block_until_ready(metrics)
-  times = []
+  measure_matmul = matmul_timer(_MATMUL.value)
+  times, matmul_rates = [], measure_matmul()
   for batch in batches[1:]:
     t = time.perf_counter()
     state, metrics = compiled(state, frozen, rngs, batch)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t)
+    matmul_rates += measure_matmul()
   step_s = statistics.median(times)
-  matmul = matmul_flops_per_second(_MATMUL.value)
+  matmul = statistics.median(matmul_rates)
   peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
   achieved = flops / step_s
   print(f"config: {_VARIANT.value}, dtype {_DTYPE.value}, batch {_BATCH.value} x {model.seq_len} steps, "
@@ -91,7 +98,8 @@ def main(argv):
   print(f"peak host memory    {peak_rss_gb:8.2f} GB (max RSS)")
   print(f"step FLOPs (XLA)    {flops / 1e12:8.3f} TFLOP")
   print(f"achieved            {achieved / 1e9:8.1f} GFLOP/s")
-  print(f"f32 matmul {_MATMUL.value}^3  {matmul / 1e9:8.1f} GFLOP/s")
+  print(f"f32 matmul {_MATMUL.value}^3  {matmul / 1e9:8.1f} GFLOP/s (median of {len(matmul_rates)}, "
+        f"range {min(matmul_rates) / 1e9:.0f}-{max(matmul_rates) / 1e9:.0f})")
   print(f"utilisation         {100 * achieved / matmul:8.1f} % of matmul (target >= 40 %)")
   print(f"loss {float(metrics['loss/total']):.4f}; load average at end: {os.getloadavg()}")
 
