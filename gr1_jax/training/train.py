@@ -13,6 +13,13 @@ has all of them. Phases, in order:
                  (K consecutive skipped steps stop the run); progress line,
                  evaluation + frame grids, asynchronous checkpoints
   5. stop        at num_train_steps, or on SIGTERM (checkpoint, then a clean return)
+
+The workdir ends up holding
+  checkpoints/               Orbax steps (gr1_jax/training/checkpointing.py); `load_model(workdir)` works
+  tensorboard/               event files: train/*, eval/*, progress/*, frame grids, the config
+  images/                    predicted_vs_real_<step>.png
+  config.json, summary.json  the run's config; final step, last metrics, how it was initialised
+  init_from_report.json      loaded / freshly initialised / unused parameters (with init_from)
 """
 from __future__ import annotations
 
