@@ -1,7 +1,9 @@
-"""Stage 1 (video pretraining): `python -m experiments.pretrain --config experiments/configs/pretrain.py[:variant] --workdir DIR`.
+"""Stage 1 (video pretraining) entry point; the config docstring has the exact commands.
 
-Overrides: `--config.batch_size=64 --config.mesh.fsdp=4 ...`; see the config's docstring
-for its variants and the exact commands. Re-running with the same workdir resumes.
+    python -m experiments.pretrain --config experiments/configs/pretrain.py[:variant] --workdir DIR
+
+Overrides: `--config.batch_size=64 --config.mesh.fsdp=4 ...`; see the config file for
+its variants. Re-running with the same workdir resumes from its latest checkpoint.
 """
 from absl import app, flags
 from ml_collections import config_flags
