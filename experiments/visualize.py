@@ -58,7 +58,7 @@ def predictions_cmd(args) -> dict:
   from data_pipelines import batch_spec as bs
   from experiments.evaluate import validation_batches
   from gr1_jax import visualization as viz
-  from gr1_jax.image_preprocessing import preprocess_uint8
+  from gr1_jax.model_inputs import model_inputs, required_keys
   from gr1_jax.model_checkpoint import load_model
   model = load_model(args.checkpoint)
   cfg = model.config
@@ -72,14 +72,12 @@ def predictions_cmd(args) -> dict:
       break
   else:
     raise SystemExit(f"--window {args.window} is past the end of the split ({i + 1} windows)")
+  inputs = jax.jit(lambda b: model_inputs(b, cfg))(
+      {k: batch[k] for k in required_keys(cfg) if k in batch})
+  out = jax.jit(lambda kw: model(**kw))(inputs)
+  rgb = np.asarray(inputs["rgb"], np.float32)
+  hand = np.asarray(inputs["hand_rgb"], np.float32) if cfg.use_hand_rgb else None
   size = cfg.mae.image_size
-  rgb = preprocess_uint8(batch[bs.RGB_STATIC], size)
-  hand = preprocess_uint8(batch[bs.RGB_GRIPPER], size) if cfg.use_hand_rgb else None
-  kwargs = {}
-  if cfg.use_state:
-    kwargs = {"arm_state": batch[bs.ARM_STATE], "gripper_state": batch[bs.GRIPPER_STATE]}
-  out = jax.jit(lambda r, h, t, m, kw: model(r, t, m, hand_rgb=h, **kw))(
-      rgb, hand, batch[bs.LANGUAGE_TOKENS], batch[bs.STEP_MASK], kwargs)
   images, preds = (rgb, out["obs_preds"]) if args.camera == "static" else (hand, out["obs_hand_preds"])
   real, pred, valid = viz.window_prediction_frames(
       np.asarray(images[0]), np.asarray(preds[0]), step_mask=batch[bs.STEP_MASK][0],

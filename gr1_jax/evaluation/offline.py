@@ -29,7 +29,8 @@ import numpy as np
 from flax import nnx
 
 from data_pipelines import batch_spec as bs
-from gr1_jax.image_preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocess_uint8
+from gr1_jax.image_preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from gr1_jax.model_inputs import model_inputs
 from gr1_jax.modules.mae_vit import patchify
 
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
@@ -105,13 +106,10 @@ class OfflineEvaluator:
   def _batch_sums(self, state, batch):
     cfg = self.config
     model = nnx.merge(self._graphdef, state)
-    size = cfg.mae.image_size
-    rgb = preprocess_uint8(batch[bs.RGB_STATIC], size)
-    hand = preprocess_uint8(batch[bs.RGB_GRIPPER], size) if cfg.use_hand_rgb else None
-    kwargs = {}
-    if cfg.use_state:
-      kwargs = {"arm_state": batch[bs.ARM_STATE], "gripper_state": batch[bs.GRIPPER_STATE]}
-    out = model(rgb, batch[bs.LANGUAGE_TOKENS], batch[bs.STEP_MASK], hand_rgb=hand, **kwargs)
+    inputs = model_inputs(batch, cfg)
+    out = model(**inputs)
+    rgb = inputs["rgb"].astype(jnp.float32)
+    hand = inputs["hand_rgb"].astype(jnp.float32) if cfg.use_hand_rgb else None
     sums = {}
     if cfg.act_pred:
       mask = batch[bs.ACTION_MASK].astype(jnp.float32)                     # (B, L, K)

@@ -1,6 +1,6 @@
 """The pure training step shared by both stages, and the batch -> model-input transform.
 
-    uint8 batch --preprocess_uint8 (resize + ImageNet norm, on device)--> GR1 (dropout on)
+    uint8 batch --model_inputs (resize + ImageNet norm, on device)--> GR1 (dropout on)
       --> gr1_losses (whatever heads the model has: video only in stage 1, all in stage 2)
       --> gradients w.r.t. the trainable params only --> non-finite guard --> AdamW
 
@@ -19,27 +19,10 @@ from flax import nnx
 
 from data_pipelines import batch_spec as bs
 from gr1_jax import sharding
-from gr1_jax.image_preprocessing import preprocess_uint8
 from gr1_jax.losses import gr1_losses
+from gr1_jax.model_inputs import model_inputs, required_keys  # noqa: F401  (required_keys: re-exported for the loop)
 from gr1_jax.model_config import GR1Config
 from gr1_jax.training.train_state import StateLayout, TrainState
-
-
-def required_keys(config: GR1Config) -> tuple[str, ...]:
-  return bs.FINETUNE_KEYS if (config.use_state or config.use_hand_rgb or config.act_pred) else bs.PRETRAIN_KEYS
-
-
-def model_inputs(batch: Mapping, config: GR1Config) -> dict:
-  """A batch_spec batch (uint8 images at native size) -> keyword arguments of GR1.__call__."""
-  size, dtype = config.mae.image_size, jnp.dtype(config.dtype)
-  inputs = {"rgb": preprocess_uint8(batch[bs.RGB_STATIC], size, dtype),
-            "tokens": batch[bs.LANGUAGE_TOKENS], "step_mask": batch[bs.STEP_MASK]}
-  if config.use_hand_rgb:
-    inputs["hand_rgb"] = preprocess_uint8(batch[bs.RGB_GRIPPER], size, dtype)
-  if config.use_state:
-    inputs["arm_state"] = batch[bs.ARM_STATE]
-    inputs["gripper_state"] = batch[bs.GRIPPER_STATE]
-  return inputs
 
 
 def rngs_for_step(rngs, step):
