@@ -63,7 +63,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  from gr1_jax.evaluation.calvin_rollout import write_json
+  from gr1_jax.atomic_files import write_json
   from gr1_jax.evaluation.offline import evaluate_batches
   from gr1_jax.model_checkpoint import load_model, resolve_checkpoint_dir
 

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
+
+from gr1_jax import atomic_files
 
 IMAGENET_MEAN = np.asarray((0.485, 0.456, 0.406), np.float32)
 IMAGENET_STD = np.asarray((0.229, 0.224, 0.225), np.float32)
@@ -267,25 +268,6 @@ def attention_mask_image(config, step_valid=None, *, cell: int | None = None,
 
 
 # ----------------------------------------------------------------------------- files
-def _atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    _umask = os.umask(0)
-    os.umask(_umask)
-    os.chmod(tmp, 0o666 & ~_umask)            # mkstemp creates 0600
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  return path
-
-
 def png_bytes(image) -> bytes:
   from PIL import Image
   buffer = io.BytesIO()
@@ -295,7 +277,7 @@ def png_bytes(image) -> bytes:
 
 def save_png(path: str | os.PathLike, image) -> str:
   """Writes an (H, W, 3) image (uint8 or [0,1] floats) as PNG (temp file, then rename)."""
-  return _atomic_write_bytes(path, png_bytes(image))
+  return atomic_files.write_bytes(path, png_bytes(image))
 
 
 def gif_bytes(frames: Sequence[np.ndarray], fps: float = 5.0) -> bytes:
@@ -339,7 +321,7 @@ def save_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: f
   """Writes frames as an animated GIF (.gif) or an H.264 MP4 (.mp4), by extension."""
   ext = os.path.splitext(os.fspath(path))[1].lower()
   if ext == ".gif":
-    return _atomic_write_bytes(path, gif_bytes(frames, fps))
+    return atomic_files.write_bytes(path, gif_bytes(frames, fps))
   if ext == ".mp4":
-    return _atomic_write_bytes(path, mp4_bytes(frames, fps))
+    return atomic_files.write_bytes(path, mp4_bytes(frames, fps))
   raise ValueError(f"{path}: unsupported animation extension {ext!r}; use .gif or .mp4")

@@ -25,13 +25,14 @@ import json
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
+
+from gr1_jax.atomic_files import write_json
 
 EP_LEN = 360
 NUM_SEQUENCES = 1000
@@ -244,26 +245,6 @@ def run_chains(backend, policy_factory, chains: Sequence[tuple[Any, Sequence[str
     with ProcessPoolExecutor(max_workers=len(jobs), mp_context=context) as pool:
       results = [r for part in pool.map(run_job, jobs) for r in part]
   return sorted(results, key=lambda r: r.index)
-
-
-def write_json(path: str, data: dict) -> str:
-  """Writes JSON via a temporary file in the same directory, then renames it into place."""
-  path = os.path.abspath(path)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(data, f, indent=2)
-      f.write("\n")
-    _umask = os.umask(0)
-    os.umask(_umask)
-    os.chmod(tmp, 0o666 & ~_umask)            # mkstemp creates 0600
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  return path
 
 
 def evaluate(backend, policy_factory, *, num_sequences: int = NUM_SEQUENCES,

@@ -15,7 +15,6 @@ from the current run's layout, so a run resumes on a different mesh.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gr1_jax import model_checkpoint
+from gr1_jax.atomic_files import write_json  # noqa: F401  (used by the training loop)
 from gr1_jax.model_config import GR1Config
 from gr1_jax.training.train_state import StateLayout, TrainState, merge_params
 
@@ -176,8 +176,3 @@ def format_init_report(path: str, report: Mapping[str, list[str]]) -> str:
           f"unused from checkpoint {len(report['unused'])} [{modules(report['unused'])}]")
 
 
-def write_json(path: str, obj) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
