@@ -34,14 +34,8 @@ def get_config(variant: str = "default"):
   if variant == "default":
     pass
   elif variant == "demo":
-    train_base.apply_demo_model(c.model)
-    c.model.dtype = "float32"
-    c.batch_size = 8
-    c.num_train_steps = 200
-    c.optimizer.update(learning_rate=1e-3, warmup_steps=20)
+    train_base.apply_demo(c, num_train_steps=200)
     c.data.update(name="calvin_raw", path="/tmp/gr1_demo/calvin", augment=True, generate_demo_data=True)
-    c.log_every, c.eval_every, c.image_every, c.checkpoint_every = 25, 100, 100, 100
-    c.eval_batches = 2
   elif variant == "debug":
     train_base.apply_debug(c, "tiny")
   else:

@@ -54,6 +54,17 @@ def apply_demo_model(model: ml_collections.ConfigDict) -> None:
   model.decoder.update(depth=1, heads=4)
 
 
+def apply_demo(c: ml_collections.ConfigDict, num_train_steps: int) -> None:
+  """The demo run shared by both stages: the demo model in fp32, batch 8, a short schedule."""
+  apply_demo_model(c.model)
+  c.model.dtype = "float32"
+  c.batch_size = 8
+  c.num_train_steps = num_train_steps
+  c.optimizer.update(learning_rate=1e-3, warmup_steps=20)
+  c.log_every, c.eval_every, c.image_every, c.checkpoint_every = 25, 100, 100, 100
+  c.eval_batches = 2
+
+
 def apply_debug(c: ml_collections.ConfigDict, model_variant: str) -> None:
   """Tiny model on synthetic batches: seconds per run, for tests."""
   c.model = gr1_model.get_config(model_variant)   # float32

@@ -130,6 +130,11 @@ class GR1(nnx.Module):
 
   # --- stage 2: the trunk over a window and the heads ---------------------------------------
 
+  def _check_window(self, steps: int) -> None:
+    if steps != self.config.seq_len:
+      raise ValueError(f"window has {steps} steps; GR-1 adds its whole timestep table, so it needs "
+                       f"exactly seq_len={self.config.seq_len}")
+
   def embed_state_tokens(self, arm_state, gripper_state):
     dtype = jnp.dtype(self.config.dtype)
     arm = self.embed_arm_state(arm_state.astype(dtype))
@@ -140,9 +145,7 @@ class GR1(nnx.Module):
     """lang (B, D); frame_feats from encode_frames over (B, L); step_mask (B, L) -> outputs dict."""
     cfg, layout = self.config, self.layout
     b, l = step_mask.shape
-    if l != cfg.seq_len:
-      raise ValueError(f"window has {l} steps; GR-1 adds its whole timestep table, so it needs "
-                       f"exactly seq_len={cfg.seq_len}")
+    self._check_window(l)
     dtype = jnp.dtype(cfg.dtype)
     time = self.embed_timestep[...].astype(dtype)                          # (L, D)
     d = time.shape[-1]
@@ -196,9 +199,7 @@ class GR1(nnx.Module):
     obs_targets / obs_hand_targets (the t -> t+3 pairing happens in the loss).
     """
     cfg = self.config
-    if step_mask.shape[-1] != cfg.seq_len:  # fail before running the encoders
-      raise ValueError(f"window has {step_mask.shape[-1]} steps; GR-1 adds its whole timestep table, "
-                       f"so it needs exactly seq_len={cfg.seq_len}")
+    self._check_window(step_mask.shape[-1])  # before running the encoders
     out = self.predict(self.encode_language(tokens), self.encode_frames(rgb, hand_rgb), step_mask,
                        arm_state, gripper_state)
     if cfg.fwd_pred:
