@@ -10,7 +10,6 @@ converted official checkpoint and a training workdir load the same way.
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -18,26 +17,29 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from gr1_jax import url_paths
 from gr1_jax.model_config import GR1Config
 
 PARAMS, CONFIG = "params", "config"
 
 
 def resolve_checkpoint_dir(path: str) -> str:
-  """Accepts a checkpoint directory or a training workdir (which keeps them in checkpoints/)."""
-  path = os.path.abspath(path)
-  nested = os.path.join(path, "checkpoints")
-  if os.path.isdir(nested):
-    return nested
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"checkpoint directory {path} does not exist")
-  return path
+  """Accepts a checkpoint directory or a training workdir (which keeps them in checkpoints/),
+  local or a URL (gs://bucket/run)."""
+  url_paths.require_filesystem(path, "reading the checkpoint")
+  directory = url_paths.as_epath(path, "checkpoint")
+  if (directory / "checkpoints").is_dir():
+    return str(directory / "checkpoints")
+  if not directory.is_dir():
+    raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
+  return str(directory)
 
 
 def save_model_checkpoint(directory: str, params: Any, config: GR1Config, *, step: int = 0,
                           extra_config: dict | None = None) -> str:
   """Writes `params` (nested dict of arrays) + config as `step` of a new or existing directory."""
-  directory = os.path.abspath(directory)
+  url_paths.require_filesystem(directory, "writing the checkpoint")
+  directory = str(url_paths.as_epath(directory, "checkpoint"))
   with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       enable_async_checkpointing=False)) as manager:
     manager.save(step, args=ocp.args.Composite(**{

@@ -16,7 +16,6 @@ from the current run's layout, so a run resumes on a different mesh.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from gr1_jax import model_checkpoint
+from gr1_jax import model_checkpoint, url_paths
 from gr1_jax.atomic_files import write_json  # noqa: F401  (used by the training loop)
 from gr1_jax.model_config import GR1Config
 from gr1_jax.training.train_state import StateLayout, TrainState, merge_params
@@ -52,7 +51,8 @@ class TrainCheckpointer:
   """Saves and restores a run's TrainState + frozen params + data iterator + config."""
 
   def __init__(self, workdir: str, *, keep: int, async_save: bool = True):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.directory = url_paths.join(url_paths.absolute(workdir), "checkpoints")
+    url_paths.as_epath(self.directory, "checkpoint directory")   # Orbax must be able to open it
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,

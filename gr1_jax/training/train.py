@@ -34,7 +34,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from gr1_jax import sharding, visualization
+from gr1_jax import sharding, url_paths, visualization
 from gr1_jax.training import checkpointing, experiment_config, input_pipeline, metric_writers, optimizer
 from gr1_jax.training import train_state as ts
 from gr1_jax.training.eval_step import make_eval_step
@@ -92,7 +92,7 @@ def _init_state(config, layout, tx, checkpointer, train_iter, workdir):
     params, frozen, report = checkpointing.restore_init_from(config["init_from"], layout, params, frozen)
     how = checkpointing.format_init_report(config["init_from"], report)
     if jax.process_index() == 0:
-      checkpointing.write_json(os.path.join(workdir, "init_from_report.json"),
+      checkpointing.write_json(url_paths.join(workdir, "init_from_report.json"),
                                {"init_from": config["init_from"], **report})
   return ts.new_train_state(layout, tx, params), frozen, rngs, how
 
@@ -102,16 +102,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
   # ---- 1. setup -------------------------------------------------------------------------
   config = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
   model_config = experiment_config.validate(config)
-  workdir = os.path.abspath(workdir)
+  workdir = url_paths.absolute(workdir)
   primary = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  # Every process checks, so a missing gcsfs stops the whole pod now rather than
+  # process 0 alone at its first TensorBoard write while the others wait for it.
+  url_paths.require_filesystem(workdir, "training with the workdir")
+  url_paths.as_epath(workdir, "workdir")   # checkpoints go there through Orbax
+  if not url_paths.is_url(workdir):   # object stores have no directories to create
+    os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(config["mesh"])
   sharding.check_batch_size(config["batch_size"], mesh)
   total = config["num_train_steps"]
   tx, schedule = optimizer.make_optimizer(config["optimizer"], total)
   layout = ts.make_layout(model_config, tx, mesh)
   weights = dict(config["loss_weights"])
-  writer = metric_writers.create_writer(os.path.join(workdir, "tensorboard"), active=primary)
+  writer = metric_writers.create_writer(url_paths.join(workdir, "tensorboard"), active=primary)
   checkpointer = checkpointing.TrainCheckpointer(workdir, keep=config["keep_checkpoints"],
                                                  async_save=config["async_checkpointing"])
   log.info("%s; global batch %d (%d per process)", sharding.describe(mesh), config["batch_size"],
@@ -132,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
            f"{ts.count_params(layout.frozen):,}")
   if primary and start == 0:
     writer.write_hparams(config)
-    checkpointing.write_json(os.path.join(workdir, "config.json"), config)
+    checkpointing.write_json(url_paths.join(workdir, "config.json"), config)
 
   def save(reason: str) -> None:
     step = checkpointer.save(state, frozen, train_iter, config, model_config)
@@ -182,7 +187,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
         if primary and sample and (step % config["image_every"] == 0 or step == total):
           image = prediction_image(sample, model_config)
           writer.write_images(step, {"eval/predicted_vs_real": image})
-          visualization.save_png(os.path.join(workdir, "images", f"predicted_vs_real_{step:07d}.png"), image)
+          visualization.save_png(url_paths.join(workdir, "images", f"predicted_vs_real_{step:07d}.png"),
+                                 image)
         writer.flush()
         progress.reset_clock(step)
 
@@ -200,6 +206,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
   summary = {"step": step, "start_step": start, "stopped_by": stopped_by, "train": last_train,
              "eval": last_eval, "init": how, "seconds": time.perf_counter() - t_start}
   if primary:
-    checkpointing.write_json(os.path.join(workdir, "summary.json"), summary)
+    checkpointing.write_json(url_paths.join(workdir, "summary.json"), summary)
   log.info("done at step %d (%s)", step, f"stopped by {stopped_by}" if stopped_by else "finished")
   return summary
