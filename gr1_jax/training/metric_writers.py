@@ -14,25 +14,54 @@ import io
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 
 import numpy as np
 
+from gr1_jax import atomic_files, url_paths
+
 log = logging.getLogger("gr1_jax.train")
 
 
 class TensorBoardWriter:
+  """Event files into `logdir`, a local directory or a URL (gs://bucket/run/tensorboard).
 
-  def __init__(self, logdir: str):
+  For a URL the events go to a local staging file and every flush uploads the
+  whole file as one object. Going through tensorboard's own fsspec support would
+  not work on GCS: it appends each record, and gcsfs turns an append into an
+  overwrite (with a warning), so the object would end up holding only the last
+  record.
+  """
+
+  def __init__(self, logdir: str, upload_secs: float = 60.0):
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
-    os.makedirs(logdir, exist_ok=True)
+    self._remote = logdir if url_paths.is_url(logdir) else None
+    if self._remote:
+      url_paths.require_filesystem(logdir, "writing TensorBoard events to")
+      self._staging = tempfile.mkdtemp(prefix="gr1_tensorboard-")
+      logdir = self._staging
+    else:
+      os.makedirs(logdir, exist_ok=True)
     self._writer = EventFileWriter(logdir)
+    self._upload_secs, self._uploaded_at = upload_secs, 0.0
+    if self._remote:
+      self.flush()   # a bucket that cannot be written fails here, not at the first evaluation
+
+  def _upload(self) -> None:
+    (name,) = os.listdir(self._staging)
+    with open(os.path.join(self._staging, name), "rb") as f:
+      atomic_files.write_bytes(url_paths.join(self._remote, name), f.read())
+    self._uploaded_at = time.monotonic()
 
   def _add(self, step: int, values: list) -> None:
     from tensorboard.compat.proto import event_pb2, summary_pb2
     self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
                                            summary=summary_pb2.Summary(value=values)))
+    if self._remote and time.monotonic() - self._uploaded_at > self._upload_secs:
+      self.flush()   # scalars also show up between evaluations (the loop flushes after each)
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     from tensorboard.compat.proto import summary_pb2
@@ -68,9 +97,14 @@ class TensorBoardWriter:
 
   def flush(self) -> None:
     self._writer.flush()
+    if self._remote:
+      self._upload()
 
   def close(self) -> None:
     self._writer.close()
+    if self._remote:
+      self._upload()
+      shutil.rmtree(self._staging, ignore_errors=True)
 
 
 class ConsoleWriter:
