@@ -16,6 +16,16 @@ Variants:
              if absent; a few minutes on 2 CPU cores, loss visibly falling.
   debug      tiny model on synthetic batches, a few steps (tests).
 data.path: a directory prepared by `python -m data_pipelines.ego4d.prepare` (train/val splits).
+data.mixture (instead of data.path): weighted sources "KIND:PATH=WEIGHT,...", KIND one of
+  ego4d       a prepared clip directory (as data.path)
+  calvin      a converted CALVIN TFDS data_dir; its static-camera windows, video only
+  calvin_raw  a raw CALVIN split directory (training/ + validation/), video only
+CALVIN frames are resized on the host to data.image_size; weights need not sum to 1 and
+set each source's share of the windows (a fixed interleave, deterministic per seed).
+
+    python -m experiments.pretrain --config experiments/configs/pretrain.py \
+        --workdir /ckpt/gr1_pretrain_mix \
+        --config.data.mixture=ego4d:/data/ego4d_clips=0.9,calvin:/data/tfds=0.1
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss_weights = ml_collections.ConfigDict({"video": 1.0, "video_hand": 1.0, "arm": 100.0, "gripper": 1.0})
   c.data = ml_collections.ConfigDict({
       "name": "synthetic", "path": "", "augment": True, "worker_count": 0,
+      "mixture": "",         # ego4d only, instead of path: "KIND:PATH=WEIGHT,..." (configs/pretrain.py)
       "image_size": 224,     # ego4d: the size clips were prepared at; synthetic: static camera size
       "hand_size": 84,       # synthetic only: wrist camera size
       "nonfinite_from": -1,  # synthetic only: NaN batches from this index on (tests of the guard)

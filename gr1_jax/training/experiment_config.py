@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from gr1_jax.losses import DEFAULT_WEIGHTS
 from gr1_jax.model_config import GR1Config
-from gr1_jax.training.input_pipeline import DATA_SOURCES
+from gr1_jax.training.input_pipeline import DATA_SOURCES, parse_mixture
 from gr1_jax.training.optimizer import OPTIMIZER_FIELDS
 
 FIELDS = {
@@ -16,8 +16,8 @@ FIELDS = {
     "keep_checkpoints": int, "async_checkpointing": bool, "max_consecutive_nonfinite": int,
     "image_every": int,
 }
-DATA_FIELDS = {"name": str, "path": str, "augment": bool, "worker_count": int, "image_size": int,
-               "hand_size": int, "nonfinite_from": int, "generate_demo_data": bool}
+DATA_FIELDS = {"name": str, "path": str, "mixture": str, "augment": bool, "worker_count": int,
+               "image_size": int, "hand_size": int, "nonfinite_from": int, "generate_demo_data": bool}
 POSITIVE = ("batch_size", "num_train_steps", "log_every", "eval_every", "checkpoint_every",
             "keep_checkpoints", "max_consecutive_nonfinite", "image_every")
 
@@ -37,6 +37,21 @@ def _check_fields(values: Mapping, fields: Mapping, where: str) -> None:
       raise ValueError(f"{where}{name}={value!r} must be of type {kind_name}")
 
 
+def _check_data_source(data: Mapping) -> None:
+  name, path, mixture = data["name"], data["path"], data["mixture"]
+  if mixture:
+    if name != "ego4d":
+      raise ValueError(f"config.data.mixture is set but data.name={name!r}; only the stage-1 "
+                       "source data.name='ego4d' reads a mixture")
+    if path:
+      raise ValueError(f"config.data.path={path!r} and config.data.mixture are both set; the mixture "
+                       f"names every source, so give it alone (e.g. add 'ego4d:{path}=1' to it)")
+    parse_mixture(mixture, check_paths=True)
+  elif name != "synthetic" and not path:
+    hint = " (or set config.data.mixture)" if name == "ego4d" else ""
+    raise ValueError(f"config.data.path is empty; data.name={name!r} reads from a directory{hint}")
+
+
 def validate(config: Mapping) -> GR1Config:
   """Raises ValueError naming the offending field; returns the model config."""
   _check_fields(config, FIELDS, "config.")
@@ -46,8 +61,7 @@ def validate(config: Mapping) -> GR1Config:
   _check_fields(config["data"], DATA_FIELDS, "config.data.")
   if config["data"]["name"] not in DATA_SOURCES:
     raise ValueError(f"config.data.name={config['data']['name']!r}; expected one of {', '.join(DATA_SOURCES)}")
-  if config["data"]["name"] != "synthetic" and not config["data"]["path"]:
-    raise ValueError(f"config.data.path is empty; data.name={config['data']['name']!r} reads from a directory")
+  _check_data_source(config["data"])
   unknown = sorted(set(config["loss_weights"]) - set(DEFAULT_WEIGHTS))
   if unknown:
     raise ValueError(f"unknown config key config.loss_weights.{unknown[0]}; valid keys: {', '.join(DEFAULT_WEIGHTS)}")

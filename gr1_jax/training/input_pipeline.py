@@ -1,7 +1,9 @@
 """config.data -> per-process Grain iterators of numpy batches, and their assembly into global arrays.
 
 Sources (config.data.name):
-  ego4d       stage 1: prepared Ego4D clip shards (data_pipelines/ego4d), split 'train' / 'val'
+  ego4d       stage 1: prepared Ego4D clip shards (data_pipelines/ego4d) in data.path, split
+              'train' / 'val'; or the weighted mixture data.mixture (see parse_mixture) of
+              such clip directories and CALVIN video-only windows
   calvin      stage 2: a converted CALVIN TFDS dir (data_pipelines/calvin), 'train' / 'validation'
   calvin_raw  stage 2 straight from a raw CALVIN split folder (small data, the demo)
   synthetic   random batch_spec batches (tests, benchmarks)
@@ -12,6 +14,9 @@ fixed order, the same ones at every evaluation.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 from collections.abc import Mapping
 
 import jax
@@ -21,6 +26,93 @@ from gr1_jax import sharding
 from gr1_jax.model_config import GR1Config
 
 DATA_SOURCES = ("ego4d", "calvin", "calvin_raw", "synthetic")
+# Kinds of a stage-1 mixture entry; CALVIN entries give video-only windows of the static
+# camera, resized on the host to data.image_size like the Ego4D clips.
+MIXTURE_KINDS = {
+    "ego4d": "a directory prepared by data_pipelines.ego4d.prepare (or its TFDS build)",
+    "calvin": "a converted CALVIN TFDS data_dir (data_pipelines.calvin.convert)",
+    "calvin_raw": "a raw CALVIN split directory holding training/ and validation/",
+}
+MIXTURE_SYNTAX = "KIND:PATH=WEIGHT[,KIND:PATH=WEIGHT...]"
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureEntry:
+  kind: str
+  path: str
+  weight: float
+
+
+def parse_mixture(text: str, *, check_paths: bool = False) -> list[MixtureEntry]:
+  """config.data.mixture -> its entries, e.g.
+
+      "ego4d:/data/ego4d_clips=0.8,calvin:/data/tfds=0.2"
+
+  KIND is one of MIXTURE_KINDS; the weight follows the last '=' (so the path may hold
+  ':' and '='); weights need not sum to 1. Raises ValueError naming the field and the
+  offending entry. check_paths: local paths must be existing directories.
+  """
+  where = "config.data.mixture"
+  if not text.strip():
+    raise ValueError(f"{where} is empty; expected {MIXTURE_SYNTAX}")
+  kinds = ", ".join(MIXTURE_KINDS)
+  entries = []
+  for number, raw in enumerate(text.split(","), 1):
+    item = raw.strip()
+    what = f"{where} entry {number} {item!r}"
+    if not item:
+      raise ValueError(f"{where} entry {number} is empty (a stray ','?); expected {MIXTURE_SYNTAX}")
+    kind, colon, rest = item.partition(":")
+    kind = kind.strip()
+    if not colon:
+      raise ValueError(f"{what} has no 'KIND:'; expected {MIXTURE_SYNTAX} with KIND one of {kinds}")
+    if kind not in MIXTURE_KINDS:
+      raise ValueError(f"{what}: unknown kind {kind!r}; expected one of {kinds}")
+    path, equals, weight_text = rest.rpartition("=")
+    if not equals:
+      raise ValueError(f"{what} has no '=WEIGHT'; expected {MIXTURE_SYNTAX}")
+    path = path.strip()
+    if not path:
+      raise ValueError(f"{what} has no path; {kind} expects {MIXTURE_KINDS[kind]}")
+    try:
+      weight = float(weight_text)
+    except ValueError:
+      raise ValueError(f"{what}: weight {weight_text.strip()!r} is not a number") from None
+    if not (math.isfinite(weight) and weight > 0):
+      raise ValueError(f"{what}: weight {weight_text.strip()} must be a finite number > 0")
+    if check_paths and "://" not in path and not os.path.isdir(path):
+      raise ValueError(f"{what}: {path!r} is not a directory; {kind} expects {MIXTURE_KINDS[kind]}")
+    entries.append(MixtureEntry(kind, path, weight))
+  return entries
+
+
+def _entry_seed(seed: int, index: int) -> int:
+  return int(np.random.SeedSequence([seed, index, 0x6d6978]).generate_state(1)[0])
+
+
+def pretrain_sources(data: Mapping, model: GR1Config, *, seed: int, train: bool, shard_index: int,
+                     shard_count: int) -> list:
+  """The (source, weight) list of make_pretrain_dataset: data.path alone, or data.mixture
+  with its CALVIN entries opened as this process's shard of video-only windows."""
+  if not data["mixture"]:
+    return [(data["path"], 1.0)]
+  from data_pipelines.calvin import pipeline as calvin
+  sources = []
+  for i, entry in enumerate(parse_mixture(data["mixture"])):
+    if entry.kind == "ego4d":
+      sources.append((entry.path, entry.weight))
+      continue
+    split = "train" if train else "validation"
+    if entry.kind == "calvin":
+      frames = calvin.ConvertedFrames(entry.path, split)
+    else:
+      frames = calvin.RawFrames(calvin.raw_split_folder(entry.path, split))
+    windows = calvin.calvin_windows(
+        frames, seq_len=model.seq_len, seed=_entry_seed(seed, i), shuffle=train,
+        augment=train and data["augment"], num_epochs=None, shard_index=shard_index,
+        shard_count=shard_count, pretrain_video_only=True)
+    sources.append((windows, entry.weight))
+  return sources
 
 
 def _local_batch(global_batch: int) -> int:
@@ -41,8 +133,9 @@ def make_dataset(data: Mapping, model: GR1Config, *, global_batch: int, seed: in
                              nonfinite_from=data["nonfinite_from"] if train else -1, **shard)
   if name == "ego4d":
     from data_pipelines.ego4d.pipeline import make_pretrain_dataset
+    sources = pretrain_sources(data, model, seed=seed, train=train, **shard)
     return make_pretrain_dataset(
-        [(data["path"], 1.0)], batch_size=batch, seq_len=model.seq_len, seed=seed, shuffle=train,
+        sources, batch_size=batch, seq_len=model.seq_len, seed=seed, shuffle=train,
         augment=train and data["augment"], split="train" if train else "val",
         image_size=data["image_size"], worker_count=data["worker_count"] if train else 0, **shard)
   if name in ("calvin", "calvin_raw"):
