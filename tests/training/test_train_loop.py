@@ -77,7 +77,8 @@ def test_kill9_resume_is_bit_identical(tmp_path, cache):
   killed_at = _steps(resumed)
   assert killed_at and killed_at[-1] < STEPS
 
-  proc = _run("finetune", resumed, cache, "--config.checkpoint_every=4")
+  # The same workdir given relative to the run's cwd: resolved to the absolute path once.
+  proc = _run("finetune", os.path.relpath(resumed, REPO), cache, "--config.checkpoint_every=4")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"resumed from {resumed}/checkpoints step {killed_at[-1]}" in proc.stderr
   a, b = _params(straight, STEPS), _params(resumed, STEPS)
