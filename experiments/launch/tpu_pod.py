@@ -15,8 +15,8 @@ Steps (each one a gcloud command, printed and not run with --dry_run):
   run       `tpu-vm ssh --worker=all`: the command after `--` on every host at once, with
             --distributed added to our entry points so each host calls
             jax.distributed.initialize(), which finds the other hosts itself on TPU VMs
-The workdir must be a path every host sees (a shared mount): checkpoints are written
-collectively by all hosts; logs and images by host 0.
+The workdir must be a path every host sees (a shared mount, or gs://bucket/run): checkpoints
+are written collectively by all hosts; logs and images by host 0.
 """
 from __future__ import annotations
 
