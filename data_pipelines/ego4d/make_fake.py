@@ -21,7 +21,8 @@ mp4 holds random bytes (broken; must be reported).
 
 Every frame carries its index as a 12-bit code in a strip at the top centre
 (`read_frame_code` reads it back from a resized 224 crop), so tests can check which
-source frame a stored clip frame is without trusting any decoder.
+source frame a stored clip frame is without trusting any decoder (--no_frame_code
+leaves it out of training data: see make_fake).
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def code_cells(width: int, height: int) -> list[tuple[int, int, int, int]]:
 
 
 def render_frame(index: int, width: int, height: int, background: np.ndarray,
-                 actions: list[dict]) -> np.ndarray:
+                 actions: list[dict], frame_code: bool = True) -> np.ndarray:
   t = index / FPS
   pan_x = int((width / 2) * (1 + np.sin(2 * np.pi * t / 17.0)))
   pan_y = int((height / 2) * (1 + np.sin(2 * np.pi * t / 23.0)))
@@ -94,6 +95,8 @@ def render_frame(index: int, width: int, height: int, background: np.ndarray,
       yy, xx = np.ogrid[:height, :width]
       mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
       frame[mask] = COLORS[act["color"]]
+  if not frame_code:
+    return frame
   frame[:code_cell(width, height), :] = 128
   for bit, (y0, y1, x0, x1) in enumerate(code_cells(width, height)):
     on = (index >> (CODE_BITS - 1 - bit)) & 1
@@ -119,7 +122,7 @@ def read_frame_code(image: np.ndarray, src_width: int, src_height: int) -> int:
 
 
 def write_video(path: str, *, width: int, height: int, seconds: float, codec: str = "mpeg4",
-                seed: int = 0, gop: int = FPS) -> list[dict]:
+                seed: int = 0, gop: int = FPS, frame_code: bool = True) -> list[dict]:
   """Writes an mp4 (tmp + rename) and returns its actions."""
   rng = np.random.default_rng(seed)
   background = _background(width, height, rng)
@@ -136,7 +139,8 @@ def write_video(path: str, *, width: int, height: int, seconds: float, codec: st
     else:
       stream.bit_rate = 4_000_000
     for i in range(int(round(seconds * FPS))):
-      frame = av.VideoFrame.from_ndarray(render_frame(i, width, height, background, actions), format="rgb24")
+      frame = av.VideoFrame.from_ndarray(render_frame(i, width, height, background, actions, frame_code),
+                                       format="rgb24")
       for packet in stream.encode(frame):
         container.mux(packet)
     for packet in stream.encode():
@@ -152,8 +156,13 @@ def _narration(uid: str, k: int, ts: float, text: str) -> dict:
 
 def make_fake(out: str, *, num_videos: int = 3, seconds: float = 12.0, size: int = 256,
               codec: str = "mpeg4", seed: int = 0, broken: bool = True, missing: bool = True,
-              mixed_aspect: bool = True, gop: int = FPS) -> dict:
-  """Writes the corpus; returns the description also saved as fake_corpus.json."""
+              mixed_aspect: bool = True, gop: int = FPS, frame_code: bool = True) -> dict:
+  """Writes the corpus; returns the description also saved as fake_corpus.json.
+
+  frame_code=False leaves out the frame-index strip: training data for the demo, where
+  that strip (a new random-looking bit pattern every frame) is the one thing no model can
+  predict, and its squared error swamps the learnable signal.
+  """
   narrations: dict[str, dict] = {}
   videos = []
   manifest = []
@@ -166,7 +175,7 @@ def make_fake(out: str, *, num_videos: int = 3, seconds: float = 12.0, size: int
     version = "v1" if odd else "v2"
     path = os.path.join(out, version, "full_scale", f"{uid}.mp4")
     actions = write_video(path, width=width, height=height, seconds=seconds, codec=codec, seed=seed * 1000 + v,
-                          gop=gop)
+                          gop=gop, frame_code=frame_code)
     pass1, pass2 = [], []
     for k, act in enumerate(actions):
       mid = (act["start"] + act["end"]) / 2
@@ -225,9 +234,12 @@ def main(argv=None) -> None:
   parser.add_argument("--codec", default="mpeg4", help="mpeg4 (fast) or libx264")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no_broken", action="store_true")
+  parser.add_argument("--no_frame_code", action="store_true",
+                      help="leave out the frame-index strip (training data rather than test data)")
   args = parser.parse_args(argv)
   desc = make_fake(args.out, num_videos=args.num_videos, seconds=args.seconds, size=args.size,
-                   codec=args.codec, seed=args.seed, broken=not args.no_broken)
+                   codec=args.codec, seed=args.seed, broken=not args.no_broken,
+                   frame_code=not args.no_frame_code)
   print(f"wrote {len(desc['videos'])} videos (+ broken {desc['broken_uid']}, missing {desc['missing_uid']}) "
         f"and {desc['narration_json']} under {args.out}")
 

@@ -167,3 +167,17 @@ def test_truncated_video_is_reported(tmp_path):
     assert "trunc" in res["error"] and res["counts"]["clips_failed"] == 1
   else:
     assert res["counts"].get("clips_written", 0) + res["counts"].get("clips_too_short", 0) == 1
+
+
+def test_frame_code_strip_is_optional_and_nothing_else_changes():
+  rng = np.random.default_rng(0)
+  background = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+  actions = make_fake.actions_for(6.0, np.random.default_rng(1))
+  index = 37
+  coded = make_fake.render_frame(index, 64, 64, background, actions)
+  plain = make_fake.render_frame(index, 64, 64, background, actions, frame_code=False)
+  strip = make_fake.code_cell(64, 64)
+  assert make_fake.read_frame_code(coded, 64, 64) == index
+  np.testing.assert_array_equal(coded[strip:], plain[strip:])
+  # Without the code the top rows are scene (panned background), not the grey/black/white strip.
+  assert not np.isin(plain[:strip], (0, 128, 255)).all()
