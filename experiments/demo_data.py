@@ -32,7 +32,10 @@ def ensure_ego4d_demo(path: str) -> str:
   tmp = _fresh_tmp(path)
   try:
     raw = os.path.join(tmp, "raw")
-    corpus = make_fake.make_fake(raw, num_videos=8, seconds=24.0, size=96, broken=False, missing=False)
+    # Many short videos rather than a few long ones: each has its own background, so the
+    # held-out videos are scenes the model has not memorised.
+    corpus = make_fake.make_fake(raw, num_videos=48, seconds=4.0, size=96, broken=False, missing=False,
+                                 frame_code=False)
     prepare.prepare_shard({"manifest": corpus["manifest"]}, tmp, shard_index=0, num_shards=1,
                           opts=prepare.PrepareOptions(size=EGO4D_DEMO_SIZE, val_fraction=0.25),
                           progress=False)
@@ -53,8 +56,10 @@ def ensure_calvin_demo(path: str) -> str:
 
 
 def ensure(data_config) -> None:
-  """Creates the demo data named by config.data if it asks for it and it is missing."""
-  if not data_config.get("generate_demo_data"):
+  """Creates the demo data named by config.data if it asks for it and it is missing.
+
+  A stage-1 data.mixture names the user's own corpora, so nothing is generated for it."""
+  if not data_config.get("generate_demo_data") or data_config.get("mixture"):
     return
   name, path = data_config["name"], data_config["path"]
   if name == "ego4d":

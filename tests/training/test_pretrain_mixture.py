@@ -158,3 +158,10 @@ def test_stage1_run_on_a_mixture(corpora, tmp_path):
   assert json.loads((workdir / "config.json").read_text())["data"]["mixture"] == mixture
   assert (workdir / "checkpoints" / "2").is_dir()
   assert np.isfinite(summary["train"]["loss/video"]) and np.isfinite(summary["eval"]["loss/video"])
+
+
+def test_demo_data_is_not_generated_for_a_mixture(corpora, tmp_path):
+  from experiments import demo_data
+  demo = tmp_path / "demo_ego4d"
+  demo_data.ensure(_data(f"ego4d:{corpora['ego4d']}=1", path=str(demo), generate_demo_data=True))
+  assert not demo.exists()
