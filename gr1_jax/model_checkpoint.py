@@ -26,7 +26,6 @@ PARAMS, CONFIG = "params", "config"
 def resolve_checkpoint_dir(path: str) -> str:
   """Accepts a checkpoint directory or a training workdir (which keeps them in checkpoints/),
   local or a URL (gs://bucket/run)."""
-  url_paths.require_filesystem(path, "reading the checkpoint")
   directory = url_paths.as_epath(path, "checkpoint")
   if (directory / "checkpoints").is_dir():
     return str(directory / "checkpoints")
@@ -38,7 +37,6 @@ def resolve_checkpoint_dir(path: str) -> str:
 def save_model_checkpoint(directory: str, params: Any, config: GR1Config, *, step: int = 0,
                           extra_config: dict | None = None) -> str:
   """Writes `params` (nested dict of arrays) + config as `step` of a new or existing directory."""
-  url_paths.require_filesystem(directory, "writing the checkpoint")
   directory = str(url_paths.as_epath(directory, "checkpoint"))
   with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       enable_async_checkpointing=False)) as manager:

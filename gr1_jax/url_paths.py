@@ -56,7 +56,9 @@ def has_epath_backend(path: str | os.PathLike) -> bool:
 
 
 def as_epath(path: str | os.PathLike, what: str = "path") -> epath.Path:
+  """The epath Orbax will open; raises now if its scheme has no backend or package."""
   path = absolute(path)
+  require_filesystem(path, f"opening the {what}")
   if not has_epath_backend(path):
     raise ValueError(f"{what} {path}: Orbax checkpoints go through etils.epath, which opens local paths "
                      f"and gs://, s3://, az:// or hf:// URLs, not {scheme(path)}://")

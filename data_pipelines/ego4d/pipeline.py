@@ -190,7 +190,8 @@ def ego4d_windows(path: str, *, split: str = "train", seq_len: int = DEFAULT_SEQ
   return ds.random_map(fn, seed=(seed + 7919) % 2**32)
 
 
-def _source_seed(seed: int, i: int) -> int:
+def source_seed(seed: int, i: int) -> int:
+  """The seed of the i-th mixture source (also for sources built outside, e.g. CALVIN windows)."""
   return (seed * 1_000_003 + i * 10_007) % 2**32
 
 
@@ -224,7 +225,7 @@ def make_pretrain_dataset(sources, *, batch_size: int, seq_len: int = DEFAULT_SE
     src, weight = item
     if not float(weight) > 0:
       raise ValueError(f"sources[{i}] has weight {weight}; weights must be > 0")
-    s_seed = _source_seed(seed, i)
+    s_seed = source_seed(seed, i)
     if isinstance(src, (str, os.PathLike)):
       ds = ego4d_windows(os.fspath(src), split=split, seq_len=seq_len, frame_stride=frame_stride,
                          shuffle=shuffle, augment=augment, shift_pad=shift_pad, seed=s_seed,

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from gr1_jax import sharding
+from gr1_jax import sharding, url_paths
 from gr1_jax.model_config import GR1Config
 
 DATA_SOURCES = ("ego4d", "calvin", "calvin_raw", "synthetic")
@@ -80,14 +80,10 @@ def parse_mixture(text: str, *, check_paths: bool = False) -> list[MixtureEntry]
       raise ValueError(f"{what}: weight {weight_text.strip()!r} is not a number") from None
     if not (math.isfinite(weight) and weight > 0):
       raise ValueError(f"{what}: weight {weight_text.strip()} must be a finite number > 0")
-    if check_paths and "://" not in path and not os.path.isdir(path):
+    if check_paths and not url_paths.is_url(path) and not os.path.isdir(path):
       raise ValueError(f"{what}: {path!r} is not a directory; {kind} expects {MIXTURE_KINDS[kind]}")
     entries.append(MixtureEntry(kind, path, weight))
   return entries
-
-
-def _entry_seed(seed: int, index: int) -> int:
-  return int(np.random.SeedSequence([seed, index, 0x6d6978]).generate_state(1)[0])
 
 
 def pretrain_sources(data: Mapping, model: GR1Config, *, seed: int, train: bool, shard_index: int,
@@ -97,6 +93,7 @@ def pretrain_sources(data: Mapping, model: GR1Config, *, seed: int, train: bool,
   if not data["mixture"]:
     return [(data["path"], 1.0)]
   from data_pipelines.calvin import pipeline as calvin
+  from data_pipelines.ego4d.pipeline import source_seed
   sources = []
   for i, entry in enumerate(parse_mixture(data["mixture"])):
     if entry.kind == "ego4d":
@@ -108,7 +105,7 @@ def pretrain_sources(data: Mapping, model: GR1Config, *, seed: int, train: bool,
     else:
       frames = calvin.RawFrames(calvin.raw_split_folder(entry.path, split))
     windows = calvin.calvin_windows(
-        frames, seq_len=model.seq_len, seed=_entry_seed(seed, i), shuffle=train,
+        frames, seq_len=model.seq_len, seed=source_seed(seed, i), shuffle=train,
         augment=train and data["augment"], num_epochs=None, shard_index=shard_index,
         shard_count=shard_count, pretrain_video_only=True)
     sources.append((windows, entry.weight))

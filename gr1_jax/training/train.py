@@ -106,8 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
   primary = jax.process_index() == 0
   # Every process checks, so a missing gcsfs stops the whole pod now rather than
   # process 0 alone at its first TensorBoard write while the others wait for it.
-  url_paths.require_filesystem(workdir, "training with the workdir")
-  url_paths.as_epath(workdir, "workdir")   # checkpoints go there through Orbax
+  url_paths.as_epath(workdir, "workdir")
   if not url_paths.is_url(workdir):   # object stores have no directories to create
     os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(config["mesh"])

@@ -106,16 +106,21 @@ def test_deterministic_per_seed_and_random_starts(source_a):
   assert len(starts) > 8   # random window starts, not a fixed offset per clip
 
 
-def test_resumed_iterator_yields_the_same_batches(source_a):
-  ds = _ds(source_a, seed=3, augment=True)
+def _assert_resumes(ds, *, skip: int, take: int) -> list:
+  """A fresh iterator set to the state after `skip` batches yields the next `take` again."""
   it = iter(ds)
-  for _ in range(3):
+  for _ in range(skip):
     next(it)
   state = it.get_state()
-  expected = [next(it) for _ in range(4)]
-  it2 = iter(ds)
-  it2.set_state(state)
-  assert _same(expected, [next(it2) for _ in range(4)])
+  expected = [next(it) for _ in range(take)]
+  resumed = iter(ds)
+  resumed.set_state(state)
+  assert _same(expected, [next(resumed) for _ in range(take)])
+  return expected
+
+
+def test_resumed_iterator_yields_the_same_batches(source_a):
+  _assert_resumes(_ds(source_a, seed=3, augment=True), skip=3, take=4)
 
 
 def test_orbax_checkpoint_of_iterator(source_a, tmp_path):
@@ -191,13 +196,7 @@ def test_mixing_with_an_external_lower_resolution_source(source_a):
     assert (b["language_tokens"][ext] == 7).all() and (b["frame_index"][ext] == -1).all()
   # An IterDataset source switches to IterDataset.mix; its iterator state still restores.
   ds = _ds([(source_a, 1.0), (external.repeat().to_iter_dataset(), 1.0)], batch_size=8, seed=0)
-  it = iter(ds)
-  next(it)
-  state = it.get_state()
-  expected = [next(it) for _ in range(2)]
-  it2 = iter(ds)
-  it2.set_state(state)
-  assert _same(expected, [next(it2) for _ in range(2)])
+  expected = _assert_resumes(ds, skip=1, take=2)
   assert 0 < sum((b["source_index"] == 1).sum() for b in expected) < 16
   bad = grain.MapDataset.range(4).map(lambda i: {"rgb_static": np.zeros((10, 8, 8, 3), np.uint8)})
   with pytest.raises(ValueError, match="without 'step_mask'"):
