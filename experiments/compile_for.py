@@ -96,6 +96,8 @@ def main(argv):
     print(f"error: {exc}", file=sys.stderr)
     return 2
   figures = report(result, topology)
+  figures["config"] = config_flags.get_config_filename(flags.FLAGS["config"])
+  figures["overrides"] = config_flags.get_override_values(flags.FLAGS["config"])
   print(format_report(figures))
   if _SAVE.value:
     from jax.experimental import serialize_executable
