@@ -12,15 +12,17 @@ from-official reads every size from the tensors and checks it against --config
 config. to-torch writes {'state_dict': ...} (or a flat safetensors file) in the
 official key layout and dtypes; --clip adds CLIP's vision tower so that the
 official GR1 class (which holds the whole CLIP model) loads it with strict=True.
-On any error nothing is written. The logic lives in gr1_jax.conversion.convert.
+On any error nothing is written, and bad input is one `error:` line, exit status 2
+(--debug: the traceback). The logic lives in gr1_jax.conversion.convert.
 """
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from experiments import cli
 
 _CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "gr1_model.py")
 
@@ -37,7 +39,10 @@ _BUFFERS = flags.DEFINE_enum("gpt2_buffers", "auto", ["auto", "yes", "no"],
 _FLOAT32 = flags.DEFINE_bool("float32", False, "to-torch: keep float32 instead of the recorded source dtypes.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out.")
 _TRUST = flags.DEFINE_bool("trust_pickle", False, "Allow full unpickling of input files (only for trusted files).")
-_CONFIG = config_flags.DEFINE_config_file("config", _CONFIG_FILE, "Model config file[:variant].",
+# No default here: ml_collections would load a default at import time, applying the
+# --config.KEY overrides there, before cli could report a bad key; cli.run_absl adds it.
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Model config file[:variant] (default: "
+                                          "experiments/configs/gr1_model.py, the official variant).",
                                           lock_config=True)
 
 COMMANDS = ("from-official", "to-torch")
@@ -51,31 +56,27 @@ def _require(**values):
 
 def main(argv):
   from gr1_jax.conversion import convert
-  from gr1_jax.conversion.official_state import CheckpointMismatchError
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)        # Orbax logs every step of a save at INFO
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"usage: python -m experiments.convert {{{'|'.join(COMMANDS)}}} --flags ...")
-  try:
-    if argv[1] == "from-official":
-      _require(policy=_POLICY.value, out=_OUT.value)
-      result = convert.from_official(_POLICY.value, _OUT.value, mae=_MAE.value, clip=_CLIP.value,
-                                     config=_CONFIG.value, overwrite=_OVERWRITE.value, trust_pickle=_TRUST.value)
-      overrides = config_flags.get_override_values(flags.FLAGS["config"])
-      lines = [f"config {config_flags.get_config_filename(flags.FLAGS['config'])}"
-               + (f" with overrides {overrides}" if overrides else "")] + result.summary
-    else:
-      _require(checkpoint=_CHECKPOINT.value, out=_OUT.value)
-      lines = convert.to_torch(_CHECKPOINT.value, _OUT.value, fmt=_FORMAT.value, clip=_CLIP.value,
-                               gpt2_buffers=_BUFFERS.value, restore_dtypes=not _FLOAT32.value,
-                               overwrite=_OVERWRITE.value)
-  except (convert.CheckpointReadError, CheckpointMismatchError, convert.ConversionError, FileExistsError,
-          FileNotFoundError) as exc:
-    print(f"error: {exc}", file=sys.stderr)
-    return 2
+  # Bad input (CheckpointReadError, CheckpointMismatchError, ConversionError: UserErrors,
+  # or a missing / existing path) is reported by cli in one line, exit status 2.
+  if argv[1] == "from-official":
+    _require(policy=_POLICY.value, out=_OUT.value)
+    result = convert.from_official(_POLICY.value, _OUT.value, mae=_MAE.value, clip=_CLIP.value,
+                                   config=_CONFIG.value, overwrite=_OVERWRITE.value, trust_pickle=_TRUST.value)
+    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+    lines = [f"config {config_flags.get_config_filename(flags.FLAGS['config'])}"
+             + (f" with overrides {overrides}" if overrides else "")] + result.summary
+  else:
+    _require(checkpoint=_CHECKPOINT.value, out=_OUT.value)
+    lines = convert.to_torch(_CHECKPOINT.value, _OUT.value, fmt=_FORMAT.value, clip=_CLIP.value,
+                             gpt2_buffers=_BUFFERS.value, restore_dtypes=not _FLOAT32.value,
+                             overwrite=_OVERWRITE.value)
   print("\n".join(lines))
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_absl(main, default_config=_CONFIG_FILE)

@@ -18,6 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from experiments import cli
+
+
+DATA_EXPECTED = "a raw CALVIN split directory or a TFDS directory written by data_pipelines.calvin.convert"
+CHECKPOINT_EXPECTED = "a checkpoint directory or a training workdir"
+
 
 def is_raw_calvin(path: str | os.PathLike) -> bool:
   """True for a raw CALVIN split dir (or one of its training/validation folders)."""
@@ -32,8 +38,7 @@ def validation_batches(data: str, *, split: str, batch_size: int, config, data_f
                        worker_count: int = 0):
   """Batches of the split in fixed order (no shuffling/augmentation, one epoch)."""
   from data_pipelines.calvin import pipeline
-  if not os.path.exists(data):
-    raise FileNotFoundError(f"--data {data} does not exist")
+  cli.existing_path("--data", data, DATA_EXPECTED)
   raw = is_raw_calvin(data) if data_format == "auto" else data_format == "raw"
   common = dict(batch_size=batch_size, seq_len=config.seq_len, action_chunk=config.action_chunk,
                 shuffle=False, augment=False, num_epochs=1, drop_remainder=False,
@@ -44,7 +49,7 @@ def validation_batches(data: str, *, split: str, batch_size: int, config, data_f
 
 
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+  parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   parser.add_argument("--checkpoint", required=True, help="checkpoint directory or training workdir")
   parser.add_argument("--data", required=True, help="raw CALVIN split dir or converted TFDS dir")
@@ -63,13 +68,16 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
+  cli.existing_path("--checkpoint", args.checkpoint, CHECKPOINT_EXPECTED)   # before the slow imports
+  cli.existing_path("--data", args.data, DATA_EXPECTED)
   from gr1_jax.atomic_files import write_json
   from gr1_jax.evaluation.offline import evaluate_batches
   from gr1_jax.model_checkpoint import load_model, resolve_checkpoint_dir
 
-  checkpoint = resolve_checkpoint_dir(args.checkpoint)
   start = time.perf_counter()
-  model = load_model(checkpoint, step=args.step)
+  with cli.naming("--checkpoint", args.checkpoint):
+    checkpoint = resolve_checkpoint_dir(args.checkpoint)
+    model = load_model(checkpoint, step=args.step)
   batches = validation_batches(args.data, split=args.split, batch_size=args.batch_size,
                                config=model.config, data_format=args.format)
   metrics = evaluate_batches(model, batches, max_batches=args.max_batches)
@@ -84,4 +92,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  cli.run(main)

@@ -23,7 +23,9 @@ import argparse
 import functools
 import importlib
 import os
-import sys
+
+from experiments import cli
+from gr1_jax.user_errors import UserError
 
 
 def _policy_factory(checkpoint: str, step, execute_actions: int, mode: str):
@@ -34,12 +36,12 @@ def _policy_factory(checkpoint: str, step, execute_actions: int, mode: str):
 def _load_backend(spec: str, dataset_dir: str):
   module, _, name = spec.partition(":")
   if not name:
-    raise ValueError(f"--backend {spec!r} must look like 'package.module:factory'")
+    raise UserError(f"--backend {spec!r} must look like 'package.module:factory'")
   return getattr(importlib.import_module(module), name)(dataset_dir)
 
 
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+  parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   parser.add_argument("--checkpoint", required=True, help="checkpoint directory or training workdir")
   parser.add_argument("--dataset_dir", required=True, help="CALVIN split directory (holds validation/)")
@@ -78,18 +80,20 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
+  cli.existing_path("--checkpoint", args.checkpoint, "a checkpoint directory or a training workdir")
   from gr1_jax.evaluation import calvin_rollout
   from gr1_jax.evaluation.calvin_backend import CalvinBackend
   from gr1_jax.evaluation.calvin_service import CalvinNotInstalledError
   from gr1_jax.model_checkpoint import load_config, resolve_checkpoint_dir
   from gr1_jax.policy import check_policy_config
 
-  checkpoint = resolve_checkpoint_dir(args.checkpoint)
-  config, _ = load_config(checkpoint, args.step)           # fail fast, before any simulator starts
+  with cli.naming("--checkpoint", args.checkpoint):
+    checkpoint = resolve_checkpoint_dir(args.checkpoint)
+    config, _ = load_config(checkpoint, args.step)           # fail fast, before any simulator starts
   check_policy_config(config, source=f"checkpoint {checkpoint}")
   if args.execute_actions > config.action_chunk:
-    raise SystemExit(f"--execute_actions={args.execute_actions} exceeds the checkpoint's "
-                     f"action_chunk={config.action_chunk}")
+    raise UserError(f"--execute_actions={args.execute_actions} exceeds the checkpoint's "
+                    f"action_chunk={config.action_chunk}; pass at most {config.action_chunk}")
   output = os.path.abspath(args.output)
   os.makedirs(os.path.dirname(output), exist_ok=True)
   video_dir = None
@@ -104,10 +108,9 @@ def main(argv=None) -> dict:
                             log_path=os.path.splitext(output)[0] + ".calvin.log")
   try:
     info = backend.check()
-  except CalvinNotInstalledError as exc:
-    raise SystemExit(f"error: {exc}") from None
-  except FileNotFoundError as exc:
-    raise SystemExit(f"error: {exc}") from None
+  except (CalvinNotInstalledError, FileNotFoundError) as exc:
+    backend.close()
+    raise UserError(str(exc)) from None
   if not args.quiet:
     print(f"CALVIN backend ready: {info}", flush=True)
 
@@ -131,4 +134,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  cli.run(main)

@@ -2,13 +2,15 @@
 
     python -m experiments.finetune --config experiments/configs/finetune_calvin.py[:variant] --workdir DIR
 
-Overrides: `--config.batch_size=64 --config.mesh.fsdp=4 ...`; see the config file for
-its variants. Re-running with the same workdir resumes from its latest checkpoint.
+Overrides: `--config.batch_size=64 --config.mesh.fsdp=4 ...`; `--print_config` lists every
+key with its value; see the config file for its variants. Re-running with the same workdir
+resumes from its latest checkpoint. A mistake (bad config, missing data or checkpoint)
+is reported in one `error:` line, exit status 2; `--debug` shows its traceback.
 """
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import run_training
+from experiments import cli, run_training
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/configs/finetune_calvin.py[:variant]",
                                           lock_config=True)
@@ -22,5 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run_absl(main, required=["config", "workdir"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 
-import jax
 from absl import flags
+
+from gr1_jax.user_errors import UserError
 
 DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "call jax.distributed.initialize() with its cluster auto-detection "
@@ -33,24 +34,35 @@ def _multi_process_cluster() -> bool:
 
 
 def initialize_distributed() -> None:
+  import jax
   if COORDINATOR.value:
     if NUM_PROCESSES.value is None or PROCESS_ID.value is None:
-      raise ValueError("--coordinator_address needs --num_processes and --process_id")
+      raise UserError("--coordinator_address needs --num_processes and --process_id; pass all three")
     jax.distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
   elif DISTRIBUTED.value or _multi_process_cluster():
     jax.distributed.initialize()
 
 
 def setup_logging() -> None:
-  level = logging.INFO if jax.process_index() == 0 else logging.WARNING
-  logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+  import jax
+  # Before jax.process_index() starts the backends: their INFO lines (e.g. "Unable to
+  # initialize backend 'tpu'" on every CPU-only run) read like errors.
   for noisy in ("absl", "orbax", "jax._src"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+  level = logging.INFO if jax.process_index() == 0 else logging.WARNING
+  logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
 
 
 def run(config, workdir: str):
+  # JAX is imported here, not at the top: --help and command-line mistakes answer at once.
+  import jax
+
   from experiments import demo_data
+  from gr1_jax.training import experiment_config
   from gr1_jax.training.train import train_and_evaluate
+  # The fields first, so that a bad config does not first spend minutes generating demo
+  # data; train_and_evaluate checks everything again, the data paths included.
+  experiment_config.validate(config.to_dict(), check_paths=False)
   if COMPILATION_CACHE.value:
     jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE.value)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

@@ -20,15 +20,25 @@ import argparse
 import os
 import sys
 
+from experiments import cli
+from gr1_jax.user_errors import UserError
+
+
+CHECKPOINT_EXPECTED = "a checkpoint directory or a training workdir"
+
 
 def _model_config(args):
   from experiments.configs.gr1_model import get_config
   from gr1_jax.model_config import GR1Config
   if args.checkpoint:
     from gr1_jax.model_checkpoint import load_config
-    config, _ = load_config(args.checkpoint)
+    with cli.naming("--checkpoint", args.checkpoint):
+      config, _ = load_config(cli.existing_path("--checkpoint", args.checkpoint, CHECKPOINT_EXPECTED))
   else:
-    config = GR1Config.from_dict(get_config(args.config).to_dict())
+    try:
+      config = GR1Config.from_dict(get_config(args.config).to_dict())
+    except ValueError as exc:   # an unknown variant
+      raise UserError(f"--config {args.config}: {exc}") from None
   if args.seq_len:
     config = config.replace(seq_len=args.seq_len,
                             fwd_pred_next_n=min(config.fwd_pred_next_n, args.seq_len - 1))
@@ -43,7 +53,7 @@ def attention_mask_cmd(args) -> str:
   valid = None
   if args.valid_steps is not None:
     if not 1 <= args.valid_steps <= config.seq_len:
-      raise SystemExit(f"--valid_steps must be in [1, seq_len={config.seq_len}]")
+      raise UserError(f"--valid_steps={args.valid_steps} must be in [1, seq_len={config.seq_len}]")
     valid = np.arange(config.seq_len) < args.valid_steps
   image = viz.attention_mask_image(config, valid, cell=args.cell)
   path = viz.save_png(args.out, image)
@@ -52,26 +62,30 @@ def attention_mask_cmd(args) -> str:
 
 
 def predictions_cmd(args) -> dict:
+  from experiments.evaluate import DATA_EXPECTED, validation_batches
+  cli.existing_path("--checkpoint", args.checkpoint, CHECKPOINT_EXPECTED)   # before the slow imports
+  cli.existing_path("--data", args.data, DATA_EXPECTED)
   import jax
   import numpy as np
 
   from data_pipelines import batch_spec as bs
-  from experiments.evaluate import validation_batches
   from gr1_jax import visualization as viz
   from gr1_jax.model_inputs import model_inputs, required_keys
   from gr1_jax.model_checkpoint import load_model
-  model = load_model(args.checkpoint)
+  with cli.naming("--checkpoint", args.checkpoint):
+    model = load_model(args.checkpoint)
   cfg = model.config
   if not cfg.fwd_pred:
-    raise SystemExit(f"checkpoint {args.checkpoint} has fwd_pred=False: it predicts no frames")
+    raise UserError(f"--checkpoint {args.checkpoint} has fwd_pred=False: it predicts no frames")
   if args.camera == "gripper" and not cfg.fwd_pred_hand:
-    raise SystemExit(f"checkpoint {args.checkpoint} has fwd_pred_hand=False: no wrist-camera predictions")
+    raise UserError(f"--checkpoint {args.checkpoint} has fwd_pred_hand=False: no wrist-camera predictions; "
+                    "use --camera static")
   batches = validation_batches(args.data, split=args.split, batch_size=1, config=cfg, data_format=args.format)
   for i, batch in enumerate(batches):
     if i == args.window:
       break
   else:
-    raise SystemExit(f"--window {args.window} is past the end of the split ({i + 1} windows)")
+    raise UserError(f"--window {args.window} is past the end of the split ({i + 1} windows)")
   inputs = jax.jit(lambda b: model_inputs(b, cfg))(
       {k: batch[k] for k in required_keys(cfg) if k in batch})
   out = jax.jit(lambda kw: model(**kw))(inputs)
@@ -99,7 +113,7 @@ def predictions_cmd(args) -> dict:
 
 
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+  parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
   mask = sub.add_parser("attention-mask", help="PNG of the attention mask of a config")
@@ -133,4 +147,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  cli.run(main)

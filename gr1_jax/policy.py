@@ -49,6 +49,7 @@ from flax import nnx
 from gr1_jax import tokenizer
 from gr1_jax.image_preprocessing import preprocess_uint8
 from gr1_jax.model_config import GR1Config
+from gr1_jax.user_errors import UserError
 
 CALVIN_STATIC_SHAPE = (200, 200, 3)
 CALVIN_GRIPPER_SHAPE = (84, 84, 3)
@@ -59,7 +60,7 @@ class PolicyInputError(ValueError):
   """An observation or instruction the policy cannot use; the message names the field."""
 
 
-class PolicyConfigError(ValueError):
+class PolicyConfigError(UserError, ValueError):
   """A checkpoint / config the policy cannot act with; the message names the setting."""
 
 

@@ -22,6 +22,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from gr1_jax.user_errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -38,23 +40,24 @@ def resolve_mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tupl
   """{'data': d, 'fsdp': f, 'tensor': t} with at most one -1 -> concrete shape over num_devices."""
   unknown = sorted(set(mesh_config) - set(MESH_AXES))
   if unknown:
-    raise ValueError(f"unknown mesh axis config.mesh.{unknown[0]}; mesh axes are {MESH_AXES}")
+    raise ConfigError(f"unknown mesh axis config.mesh.{unknown[0]}; mesh axes are {MESH_AXES}")
   sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
   fill = [axis for axis, size in zip(MESH_AXES, sizes) if size == -1]
   bad = [f"config.mesh.{axis}={size}" for axis, size in zip(MESH_AXES, sizes) if size == 0 or size < -1]
   if bad:
-    raise ValueError(f"{', '.join(bad)}: mesh sizes must be positive or -1 (fill)")
+    raise ConfigError(f"{', '.join(bad)}: mesh sizes must be positive or -1 (fill)")
   if len(fill) > 1:
-    raise ValueError(f"config.mesh: only one axis may be -1, got {', '.join('config.mesh.' + a for a in fill)}")
+    raise ConfigError(f"config.mesh: only one axis may be -1, got {', '.join('config.mesh.' + a for a in fill)}")
   known = math.prod(s for s in sizes if s != -1)
   if num_devices % known:
-    raise ValueError(f"config.mesh={dict(zip(MESH_AXES, sizes))}: the fixed axes multiply to {known}, "
-                     f"which does not divide the {num_devices} devices")
+    raise ConfigError(f"config.mesh={dict(zip(MESH_AXES, sizes))}: the fixed axes multiply to {known}, "
+                      f"which does not divide the {num_devices} devices; choose sizes whose product divides "
+                      f"{num_devices} (one axis may be -1 to take the rest)")
   if fill:
     sizes[MESH_AXES.index(fill[0])] = num_devices // known
   elif known != num_devices:
-    raise ValueError(f"config.mesh={dict(zip(MESH_AXES, sizes))} has {known} devices but "
-                     f"{num_devices} are available; set one axis to -1 to fill")
+    raise ConfigError(f"config.mesh={dict(zip(MESH_AXES, sizes))} has {known} devices but "
+                      f"{num_devices} are available; set one axis to -1 to fill")
   return tuple(sizes)
 
 
@@ -73,10 +76,11 @@ def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh, *, field: str =
   """The global batch must split evenly over the batch axes and over the processes."""
   shards = batch_shards(mesh)
   if global_batch % shards:
-    raise ValueError(f"{field}={global_batch} is not divisible by the mesh's data x fsdp = {shards} "
-                     f"batch shards (mesh {dict(mesh.shape)})")
+    raise ConfigError(f"{field}={global_batch} is not divisible by the mesh's data x fsdp = {shards} "
+                      f"batch shards (mesh {dict(mesh.shape)}); use a multiple of {shards}")
   if global_batch % jax.process_count():
-    raise ValueError(f"{field}={global_batch} is not divisible by the {jax.process_count()} processes")
+    raise ConfigError(f"{field}={global_batch} is not divisible by the {jax.process_count()} processes; "
+                      f"use a multiple of {jax.process_count()}")
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

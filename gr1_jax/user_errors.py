@@ -8,3 +8,9 @@ config key or field, say what was expected, and what to do.
 
 class UserError(Exception):
   """An expected, user-fixable error; its message is the whole report."""
+
+
+class ConfigError(UserError, ValueError):
+  """A config field (or command-line flag) has a value the run cannot use; the message names it.
+
+  Also a ValueError, which is what these checks raised before UserError existed."""

@@ -345,6 +345,26 @@ def test_payload_with_python_objects_needs_trust(cfg, tmp_path):
   with pytest.raises(CheckpointReadError, match=r"policy\.pt.*--trust_pickle"):
     convert.convert_official(src, config=cfg)
   assert convert.convert_official(src, config=cfg, trust_pickle=True).params
+  # The same in torch's legacy (non-zip) format: still a checkpoint, still the advice.
+  legacy = tmp_path / "legacy.pt"
+  torch.save({"state_dict": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=1e-3)}, legacy,
+             _use_new_zipfile_serialization=False)
+  with pytest.raises(CheckpointReadError, match=r"legacy\.pt.*--trust_pickle"):
+    convert.convert_official(str(legacy), config=cfg)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_bytes_are_not_a_checkpoint(cfg, tmp_path, seed):
+  """Random bytes read as unknown pickle opcodes, which the safe loader also refuses; that
+  is no reason to suggest --trust_pickle (unsafe unpickling) for a file that is no checkpoint."""
+  src = tmp_path / "random.pt"
+  src.write_bytes(np.random.default_rng(seed).bytes(4096))
+  with pytest.raises(CheckpointReadError) as err:
+    convert.from_official(str(src), str(tmp_path / "ckpt"), config=cfg)
+  message = str(err.value)
+  assert str(src) in message and "not a PyTorch checkpoint" in message, message
+  assert "trust_pickle" not in message and "Python objects" not in message and "\n" not in message
+  assert not (tmp_path / "ckpt").exists()
 
 
 @pytest.mark.parametrize("override,expected", [

@@ -89,6 +89,7 @@ from data_pipelines import batch_spec as bs
 from data_pipelines import random_shift
 from data_pipelines.calvin import encoding as enc
 from data_pipelines.calvin import raw
+from data_pipelines.errors import DataError, DataNotFoundError
 
 NAME = "calvin_gr1"
 VERSION = "1.0.0"
@@ -138,6 +139,10 @@ class SegmentTable:
     row = bisect.bisect_right(self.first_record, record) - 1
     return row, record - int(self.first_record[row])
 
+# The command that writes a converted dataset (data_pipelines/calvin/convert.py); messages
+# that tell the user to convert name it, and a test runs it as written.
+CONVERT_COMMAND = "python -m data_pipelines.calvin.convert"
+
 
 class ConvertedFrames:
   """Frame records of one split of a converted dataset (see builder.py), random access."""
@@ -149,22 +154,22 @@ class ConvertedFrames:
     meta = json.loads((self.path / "metadata.json").read_text())
     splits = {s["name"]: s for s in info.get("splits", [])}
     if self.split not in splits or self.split not in meta:
-      raise ValueError(f"{self.path}: split {self.split!r} was not converted (has {sorted(splits)})")
+      raise DataError(f"{self.path}: split {self.split!r} was not converted (has {sorted(splits)})")
     template = info.get("fileFormat", "array_record")
     if template != "array_record":
-      raise ValueError(f"{self.path}: file format {template!r}, expected array_record")
+      raise DataError(f"{self.path}: file format {template!r}, expected array_record")
     lengths = [int(n) for n in splits[self.split]["shardLengths"]]
     num = len(lengths)
     self.paths = [str(self.path / f"{NAME}-{self.split}.array_record-{i:05d}-of-{num:05d}")
                   for i in range(num)]
     for p in self.paths:
       if not os.path.isfile(p):
-        raise FileNotFoundError(f"{p}: shard listed in {self.path / 'dataset_info.json'} is missing")
+        raise DataNotFoundError(f"{p}: shard listed in {self.path / 'dataset_info.json'} is missing")
     self.shard_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     self.table = SegmentTable.from_rows(meta[self.split]["segments"])
     if self.table.num_records != self.shard_starts[-1]:
-      raise ValueError(f"{self.path}: metadata.json lists {self.table.num_records} frame records for "
-                       f"{self.split!r}, the shards hold {self.shard_starts[-1]}")
+      raise DataError(f"{self.path}: metadata.json lists {self.table.num_records} frame records for "
+                      f"{self.split!r}, the shards hold {self.shard_starts[-1]}")
     self._readers = None  # per process: opened on first read
 
   def __len__(self) -> int:
@@ -260,10 +265,9 @@ def resolve_dataset_dir(data_dir: str | os.PathLike, config: str = "jpeg") -> Pa
   unfinished = sorted((data_dir / NAME / config).glob(f"incomplete.*_{VERSION}"))
   hint = (f"; {unfinished[0]} is an unfinished conversion, re-run the converter to finish it"
           if unfinished else "")
-  raise FileNotFoundError(
+  raise DataNotFoundError(
       f"no converted CALVIN dataset at {data_dir} (expected {expected}/dataset_info.json and "
-      f"metadata.json; create it with python -m data_pipelines.calvin.builder --src CALVIN_SPLIT "
-      f"--data_dir {data_dir}){hint}")
+      f"metadata.json); create it with `{CONVERT_COMMAND} --src CALVIN_SPLIT --data_dir {data_dir}`{hint}")
 
 
 class _DrawShifts(grain.transforms.RandomMap):

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipelines.errors import DataError
+
 log = logging.getLogger(__name__)
 
 ANNOTATION_FILE = os.path.join("lang_annotations", "auto_lang_ann.npy")
@@ -66,7 +68,7 @@ GR1_KEYS = IMAGE_KEYS + VECTOR_KEYS
 _EPISODE_RE = re.compile(r"^episode_(\d{7})\.npz$")
 
 
-class CalvinDataError(ValueError):
+class CalvinDataError(DataError):
   """A raw CALVIN file is missing, unreadable or does not hold what CALVIN specifies."""
 
 

@@ -44,6 +44,7 @@ from data_pipelines import batch_spec
 from data_pipelines import image_codec
 from data_pipelines import random_shift
 from data_pipelines.ego4d import records
+from data_pipelines.errors import DataError
 
 FRAME_INDEX = "frame_index"
 SOURCE_INDEX = "source_index"
@@ -180,8 +181,8 @@ def ego4d_windows(path: str, *, split: str = "train", seq_len: int = DEFAULT_SEQ
   ds = clip_source(path, split, require_complete=require_complete)
   ds = ds[shard_index::shard_count]
   if len(ds) == 0:
-    raise ValueError(f"{path!r} split {split!r}: process shard {shard_index} of {shard_count} holds no clip "
-                     f"({len(ds)} clips); use fewer processes or more data")
+    raise DataError(f"{path!r} split {split!r}: process shard {shard_index} of {shard_count} holds no clip "
+                    f"({len(ds)} clips); use fewer processes or more data")
   if shuffle:
     ds = ds.shuffle(seed=seed % 2**32)
   ds = ds.repeat(num_epochs)

@@ -24,6 +24,7 @@ import struct
 import numpy as np
 
 from data_pipelines import image_codec
+from data_pipelines.errors import DataError, DataNotFoundError
 
 MAGIC = b"GR1CLIP1"
 _LEN = struct.Struct("<I")
@@ -107,28 +108,28 @@ def list_shards(data_dir: str, split: str, *, require_complete: bool = True) -> 
   paths = [p for p in paths if _SHARD_RE.search(os.path.basename(p))]
   markers = sorted(glob.glob(os.path.join(data_dir, DONE_DIR, "shard-*-of-*.json")))
   if not markers:
-    raise FileNotFoundError(f"{data_dir!r} holds no finished shard ({DONE_DIR}/shard-*.json); "
+    raise DataNotFoundError(f"{data_dir!r} holds no finished shard ({DONE_DIR}/shard-*.json); "
                             "run `python -m data_pipelines.ego4d.prepare` first")
   counts = {int(m.rsplit("-of-", 1)[1].split(".")[0]) for m in markers}
   if len(counts) != 1:
-    raise ValueError(f"{data_dir!r} mixes runs with different --num_shards {sorted(counts)}")
+    raise DataError(f"{data_dir!r} mixes runs with different --num_shards {sorted(counts)}")
   (num_shards,) = counts
   done = {}
   for i in range(num_shards):
     done[i] = read_marker(data_dir, i, num_shards)
   missing = [i for i, m in done.items() if m is None]
   if missing and require_complete:
-    raise ValueError(f"{data_dir!r}: shards {missing[:20]} of {num_shards} are not finished "
-                     "(no completion marker); finish them or pass require_complete=False")
+    raise DataError(f"{data_dir!r}: shards {missing[:20]} of {num_shards} are not finished "
+                    "(no completion marker); finish them or pass require_complete=False")
   out = []
   for i, marker in done.items():
     if marker is None or marker["records"].get(split, 0) == 0:
       continue
     path = os.path.join(data_dir, shard_name(split, i, num_shards))
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"{path} is listed as finished with {marker['records'][split]} records "
+      raise DataNotFoundError(f"{path} is listed as finished with {marker['records'][split]} records "
                               "but does not exist")
     out.append(path)
   if not out:
-    raise ValueError(f"{data_dir!r} has no {split!r} records")
+    raise DataError(f"{data_dir!r} has no {split!r} records")
   return out

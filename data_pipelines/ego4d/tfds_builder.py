@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines.ego4d import clips as clips_lib
+from data_pipelines.errors import DataError
 from data_pipelines.ego4d import prepare as prepare_lib
 
 log = logging.getLogger("ego4d.tfds")
@@ -196,7 +197,7 @@ class TfdsClipSource:
     self._dir, self._split = os.fspath(version_dir), split
     builder = tfds.builder_from_directory(self._dir)
     if split not in builder.info.splits:
-      raise ValueError(f"{self._dir!r} has splits {list(builder.info.splits)}, not {split!r}")
+      raise DataError(f"{self._dir!r} has splits {list(builder.info.splits)}, not {split!r}")
     info = builder.info.splits[split]
     self._files = [os.fspath(fi.filename) for fi in info.file_instructions]
     self._len = info.num_examples

@@ -74,13 +74,14 @@ import numpy as np
 from gr1_jax.conversion.torch_files import (CheckpointReadError, LazyTensor, LoadedFile, import_torch, read_clip,
                                             read_mae, read_policy)
 from gr1_jax.model_config import GR1Config
+from gr1_jax.user_errors import UserError
 
 CONVERSION = "conversion"
 OFFICIAL_N_CTX = 1024          # GPT2Config default n_ctx: size of the official attn.bias buffer
 GPT2_MASKED_BIAS = -1e4
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
   """The inputs cannot be converted; the message names the file(s) and every mismatch."""
 
 

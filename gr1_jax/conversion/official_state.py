@@ -18,6 +18,7 @@ from flax import nnx
 from gr1_jax.conversion.official_keys import KeyMap, flax_to_torch, official_key_map, torch_to_flax
 from gr1_jax.model_config import GR1Config
 from gr1_jax.modules.sincos import sincos_2d
+from gr1_jax.user_errors import UserError
 
 IGNORED_KEY_RULES = (
     (re.compile(r"^transformer\.h\.\d+\.attn\.(bias|masked_bias)$"), "GPT-2 causal-mask buffers"),
@@ -33,7 +34,7 @@ UNSUPPORTED_KEYS = {
 }
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
   """A state_dict does not fit the model config; the message lists every problem."""
 
 

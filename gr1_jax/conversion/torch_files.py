@@ -30,13 +30,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import zipfile
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from gr1_jax.user_errors import UserError
 
-class CheckpointReadError(ValueError):
+
+class CheckpointReadError(UserError, ValueError):
   """A file could not be read as a checkpoint; the message names the file and the reason."""
 
 
@@ -123,6 +126,37 @@ def _describe(obj) -> str:
   return f"a {type(obj).__name__}"
 
 
+# torch.save's legacy (non-zip) files start with this number, pickled (torch.serialization.MAGIC_NUMBER).
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class _NoGlobalsUnpickler(pickle.Unpickler):
+  """Reads plain values only: refuses every class or function, so unpickling runs no code."""
+
+  def find_class(self, module, name):
+    raise pickle.UnpicklingError(f"{module}.{name} refused")
+
+
+def _has_torch_save_layout(path: str) -> bool:
+  """True for a zip archive holding a data.pkl (torch.save since 1.6) or a file opening with the
+  legacy format's pickled magic number. The safe loader also fails on files that are no
+  checkpoint at all (their bytes read as unknown pickle opcodes), and --trust_pickle is no
+  advice for those."""
+  try:
+    with zipfile.ZipFile(path) as archive:
+      return any(n == "data.pkl" or n.endswith("/data.pkl") for n in archive.namelist())
+  except zipfile.BadZipFile:
+    pass
+  except OSError:
+    return False
+  try:
+    with open(path, "rb") as f:
+      first = _NoGlobalsUnpickler(f).load()
+  except Exception:  # noqa: BLE001 - any failure means it does not open like a torch.save file
+    return False
+  return isinstance(first, int) and first == _TORCH_LEGACY_MAGIC
+
+
 def _torch_load(path: str, trust_pickle: bool):
   torch = import_torch(f"reading {path}")
   kwargs = dict(map_location="cpu", weights_only=not trust_pickle)
@@ -135,16 +169,20 @@ def _torch_load(path: str, trust_pickle: bool):
       return torch.load(path, **kwargs)
   except Exception as exc:  # noqa: BLE001 - every loader failure becomes one clear error
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+    weights_only_refused = "weights_only" in str(exc) or "Weights only load failed" in str(exc)
+    if weights_only_refused and _has_torch_save_layout(path):
       raise CheckpointReadError(
           f"{path}: the file holds Python objects besides tensors, which the safe loader "
           f"(torch.load weights_only=True) refuses ({message}). If you trust the file, retry "
           "with --trust_pickle (API: trust_pickle=True); unpickling can run arbitrary code.") from exc
-    if "central directory" in str(exc) or "zip archive" in str(exc) or isinstance(exc, EOFError):
+    if weights_only_refused:   # its first line is torch's advice to pass weights_only=False: not ours
+      reason, message = "not a PyTorch checkpoint: it has neither torch.save's zip layout nor its legacy header", ""
+    elif "central directory" in str(exc) or "zip archive" in str(exc) or isinstance(exc, EOFError):
       reason = "the file is truncated or is not a complete torch.save archive"
     else:
       reason = "torch.load cannot read it, so it is not a PyTorch checkpoint"
-    raise CheckpointReadError(f"{path}: {reason} ({type(exc).__name__}: {message}). Expected a "
+    detail = f" ({type(exc).__name__}: {message})" if message else ""
+    raise CheckpointReadError(f"{path}: {reason}{detail}. Expected a "
                               "file written by torch.save, a TorchScript archive, a .safetensors "
                               "file or a Hugging Face CLIP directory.") from exc
 

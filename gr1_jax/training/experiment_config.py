@@ -2,12 +2,15 @@
 their validation, so a wrong config fails before any data is read, naming the field."""
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
+from gr1_jax import url_paths
 from gr1_jax.losses import DEFAULT_WEIGHTS
 from gr1_jax.model_config import GR1Config
-from gr1_jax.training.input_pipeline import DATA_SOURCES, parse_mixture
+from gr1_jax.training.input_pipeline import DATA_SOURCES, MIXTURE_KINDS, parse_mixture
 from gr1_jax.training.optimizer import OPTIMIZER_FIELDS
+from gr1_jax.user_errors import ConfigError
 
 FIELDS = {
     "seed": int, "model": Mapping, "mesh": Mapping, "batch_size": int, "num_train_steps": int,
@@ -25,49 +28,61 @@ POSITIVE = ("batch_size", "num_train_steps", "log_every", "eval_every", "checkpo
 def _check_fields(values: Mapping, fields: Mapping, where: str) -> None:
   unknown = sorted(set(values) - set(fields))
   if unknown:
-    raise ValueError(f"unknown config key {where}{unknown[0]}; valid keys: {', '.join(sorted(fields))}")
+    raise ConfigError(f"unknown config key {where}{unknown[0]}; valid keys: {', '.join(sorted(fields))}")
   missing = sorted(set(fields) - set(values))
   if missing:
-    raise ValueError(f"config is missing {where}{missing[0]}")
+    raise ConfigError(f"config is missing {where}{missing[0]}")
   for name, kind in fields.items():
     value = values[name]
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
       kind_name = getattr(kind, "__name__", None) or " or ".join(k.__name__ for k in kind)
-      raise ValueError(f"{where}{name}={value!r} must be of type {kind_name}")
+      raise ConfigError(f"{where}{name}={value!r} must be of type {kind_name}")
 
 
-def _check_data_source(data: Mapping) -> None:
+def _check_data_source(data: Mapping, check_paths: bool) -> None:
   name, path, mixture = data["name"], data["path"], data["mixture"]
   if mixture:
     if name != "ego4d":
-      raise ValueError(f"config.data.mixture is set but data.name={name!r}; only the stage-1 "
-                       "source data.name='ego4d' reads a mixture")
+      raise ConfigError(f"config.data.mixture is set but data.name={name!r}; only the stage-1 "
+                        "source data.name='ego4d' reads a mixture")
     if path:
-      raise ValueError(f"config.data.path={path!r} and config.data.mixture are both set; the mixture "
-                       f"names every source, so give it alone (e.g. add 'ego4d:{path}=1' to it)")
-    parse_mixture(mixture, check_paths=True)
+      raise ConfigError(f"config.data.path={path!r} and config.data.mixture are both set; the mixture "
+                        f"names every source, so give it alone (e.g. add 'ego4d:{path}=1' to it)")
+    parse_mixture(mixture, check_paths=check_paths)
   elif name != "synthetic" and not path:
     hint = " (or set config.data.mixture)" if name == "ego4d" else ""
-    raise ValueError(f"config.data.path is empty; data.name={name!r} reads from a directory{hint}")
+    raise ConfigError(f"config.data.path is empty; data.name={name!r} reads from a directory{hint}")
+  elif name != "synthetic" and check_paths and not url_paths.is_url(path) and not os.path.isdir(path):
+    what = "does not exist" if not os.path.exists(path) else "is not a directory"
+    raise ConfigError(f"config.data.path={path} {what}; set it to {MIXTURE_KINDS[name]} (data.name={name!r})")
 
 
-def validate(config: Mapping) -> GR1Config:
-  """Raises ValueError naming the offending field; returns the model config."""
+def validate(config: Mapping, *, check_paths: bool = True) -> GR1Config:
+  """Raises ConfigError (a ValueError) naming the offending field; returns the model config.
+
+  check_paths: local data paths must be existing directories (off to check a config
+  before its demo data is generated)."""
   _check_fields(config, FIELDS, "config.")
   for name in POSITIVE:
     if config[name] <= 0:
-      raise ValueError(f"config.{name}={config[name]} must be > 0")
+      raise ConfigError(f"config.{name}={config[name]} must be > 0")
   _check_fields(config["data"], DATA_FIELDS, "config.data.")
   if config["data"]["name"] not in DATA_SOURCES:
-    raise ValueError(f"config.data.name={config['data']['name']!r}; expected one of {', '.join(DATA_SOURCES)}")
-  _check_data_source(config["data"])
+    raise ConfigError(f"config.data.name={config['data']['name']!r}; expected one of {', '.join(DATA_SOURCES)}")
+  _check_data_source(config["data"], check_paths)
+  if config["data"]["generate_demo_data"] and config["data"]["name"] not in ("ego4d", "calvin_raw"):
+    raise ConfigError(f"config.data.generate_demo_data=True but data.name={config['data']['name']!r} has no "
+                      "demo generator; use data.name='ego4d' or 'calvin_raw', or set it to False")
   unknown = sorted(set(config["loss_weights"]) - set(DEFAULT_WEIGHTS))
   if unknown:
-    raise ValueError(f"unknown config key config.loss_weights.{unknown[0]}; valid keys: {', '.join(DEFAULT_WEIGHTS)}")
+    raise ConfigError(f"unknown config key config.loss_weights.{unknown[0]}; valid keys: {', '.join(DEFAULT_WEIGHTS)}")
   _check_fields(config["optimizer"], {k: (int, float) for k in OPTIMIZER_FIELDS}, "config.optimizer.")
-  model = GR1Config.from_dict(config["model"])
+  try:
+    model = GR1Config.from_dict(config["model"])
+  except ValueError as exc:
+    raise ConfigError(f"config.model: {exc}") from None
   if model.fwd_pred and config["data"]["name"] in ("ego4d",) and (model.use_state or model.use_hand_rgb):
-    raise ValueError("config.model uses state / the hand camera but config.data.name='ego4d' has "
-                     "neither; use the pretraining layout (use_state=use_hand_rgb=act_pred=False)")
+    raise ConfigError("config.model uses state / the hand camera but config.data.name='ego4d' has "
+                      "neither; use the pretraining layout (use_state=use_hand_rgb=act_pred=False)")
   return model

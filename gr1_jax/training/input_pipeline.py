@@ -24,6 +24,7 @@ import numpy as np
 
 from gr1_jax import sharding, url_paths
 from gr1_jax.model_config import GR1Config
+from gr1_jax.user_errors import ConfigError, UserError
 
 DATA_SOURCES = ("ego4d", "calvin", "calvin_raw", "synthetic")
 # Kinds of a stage-1 mixture entry; CALVIN entries give video-only windows of the static
@@ -49,39 +50,39 @@ def parse_mixture(text: str, *, check_paths: bool = False) -> list[MixtureEntry]
       "ego4d:/data/ego4d_clips=0.8,calvin:/data/tfds=0.2"
 
   KIND is one of MIXTURE_KINDS; the weight follows the last '=' (so the path may hold
-  ':' and '='); weights need not sum to 1. Raises ValueError naming the field and the
+  ':' and '='); weights need not sum to 1. Raises ConfigError (a ValueError) naming the field and the
   offending entry. check_paths: local paths must be existing directories.
   """
   where = "config.data.mixture"
   if not text.strip():
-    raise ValueError(f"{where} is empty; expected {MIXTURE_SYNTAX}")
+    raise ConfigError(f"{where} is empty; expected {MIXTURE_SYNTAX}")
   kinds = ", ".join(MIXTURE_KINDS)
   entries = []
   for number, raw in enumerate(text.split(","), 1):
     item = raw.strip()
     what = f"{where} entry {number} {item!r}"
     if not item:
-      raise ValueError(f"{where} entry {number} is empty (a stray ','?); expected {MIXTURE_SYNTAX}")
+      raise ConfigError(f"{where} entry {number} is empty (a stray ','?); expected {MIXTURE_SYNTAX}")
     kind, colon, rest = item.partition(":")
     kind = kind.strip()
     if not colon:
-      raise ValueError(f"{what} has no 'KIND:'; expected {MIXTURE_SYNTAX} with KIND one of {kinds}")
+      raise ConfigError(f"{what} has no 'KIND:'; expected {MIXTURE_SYNTAX} with KIND one of {kinds}")
     if kind not in MIXTURE_KINDS:
-      raise ValueError(f"{what}: unknown kind {kind!r}; expected one of {kinds}")
+      raise ConfigError(f"{what}: unknown kind {kind!r}; expected one of {kinds}")
     path, equals, weight_text = rest.rpartition("=")
     if not equals:
-      raise ValueError(f"{what} has no '=WEIGHT'; expected {MIXTURE_SYNTAX}")
+      raise ConfigError(f"{what} has no '=WEIGHT'; expected {MIXTURE_SYNTAX}")
     path = path.strip()
     if not path:
-      raise ValueError(f"{what} has no path; {kind} expects {MIXTURE_KINDS[kind]}")
+      raise ConfigError(f"{what} has no path; {kind} expects {MIXTURE_KINDS[kind]}")
     try:
       weight = float(weight_text)
     except ValueError:
-      raise ValueError(f"{what}: weight {weight_text.strip()!r} is not a number") from None
+      raise ConfigError(f"{what}: weight {weight_text.strip()!r} is not a number") from None
     if not (math.isfinite(weight) and weight > 0):
-      raise ValueError(f"{what}: weight {weight_text.strip()} must be a finite number > 0")
+      raise ConfigError(f"{what}: weight {weight_text.strip()} must be a finite number > 0")
     if check_paths and not url_paths.is_url(path) and not os.path.isdir(path):
-      raise ValueError(f"{what}: {path!r} is not a directory; {kind} expects {MIXTURE_KINDS[kind]}")
+      raise ConfigError(f"{what}: {path!r} is not a directory; {kind} expects {MIXTURE_KINDS[kind]}")
     entries.append(MixtureEntry(kind, path, weight))
   return entries
 
@@ -117,7 +118,20 @@ def _local_batch(global_batch: int) -> int:
 
 
 def make_dataset(data: Mapping, model: GR1Config, *, global_batch: int, seed: int, train: bool):
-  """A grain IterDataset of this process's share of each batch."""
+  """A grain IterDataset of this process's share of each batch.
+
+  Data that cannot be opened raises the pipeline's UserError (data_pipelines.errors) with
+  the config field that pointed at it put in front: the pipelines know the path, not the field."""
+  try:
+    return _make_dataset(data, model, global_batch=global_batch, seed=seed, train=train)
+  except UserError as exc:
+    if not isinstance(exc, ConfigError):   # those name their field already
+      field = "config.data.mixture" if data["mixture"] else f"config.data.path={data['path']}"
+      exc.args = (f"{field}: {exc}",)
+    raise
+
+
+def _make_dataset(data: Mapping, model: GR1Config, *, global_batch: int, seed: int, train: bool):
   name = data["name"]
   batch = _local_batch(global_batch)
   shard = {"shard_index": jax.process_index(), "shard_count": jax.process_count()}
@@ -145,7 +159,7 @@ def make_dataset(data: Mapping, model: GR1Config, *, global_batch: int, seed: in
     if name == "calvin":
       return calvin.make_calvin_dataset(data["path"], split, **kwargs)
     return calvin.make_calvin_raw_dataset(data["path"], split, **kwargs)
-  raise ValueError(f"config.data.name={name!r}; expected one of {', '.join(DATA_SOURCES)}")
+  raise ConfigError(f"config.data.name={name!r}; expected one of {', '.join(DATA_SOURCES)}")
 
 
 def to_global(local: Mapping[str, np.ndarray], keys, mesh) -> dict[str, jax.Array]:

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 import jax
 import optax
 
+from gr1_jax.user_errors import ConfigError
+
 OPTIMIZER_FIELDS = ("learning_rate", "warmup_steps", "end_lr_fraction", "b1", "b2", "eps",
                     "weight_decay", "grad_clip_norm")
 
@@ -22,9 +24,9 @@ def learning_rate_schedule(opt: Mapping, total_steps: int) -> optax.Schedule:
   """0 -> learning_rate linearly over warmup_steps, then cosine to end_lr_fraction * learning_rate."""
   peak, warmup = float(opt["learning_rate"]), int(opt["warmup_steps"])
   if not peak > 0:
-    raise ValueError(f"config.optimizer.learning_rate={peak} must be > 0")
+    raise ConfigError(f"config.optimizer.learning_rate={peak} must be > 0")
   if not 0 <= warmup < total_steps:
-    raise ValueError(f"config.optimizer.warmup_steps={warmup} must be in [0, num_train_steps={total_steps})")
+    raise ConfigError(f"config.optimizer.warmup_steps={warmup} must be in [0, num_train_steps={total_steps})")
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=total_steps,
       end_value=peak * float(opt["end_lr_fraction"]))
@@ -39,7 +41,7 @@ def decay_mask(params):
 def make_optimizer(opt: Mapping, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
   unknown = sorted(set(opt) - set(OPTIMIZER_FIELDS))
   if unknown:
-    raise ValueError(f"unknown key config.optimizer.{unknown[0]}; valid keys: {', '.join(OPTIMIZER_FIELDS)}")
+    raise ConfigError(f"unknown key config.optimizer.{unknown[0]}; valid keys: {', '.join(OPTIMIZER_FIELDS)}")
   schedule = learning_rate_schedule(opt, total_steps)
   tx = optax.chain(
       optax.clip_by_global_norm(float(opt["grad_clip_norm"])),

@@ -4,10 +4,14 @@ The stage is decided by the model config alone: the pretraining layout (no
 state, no [ACT], static camera) has only the video loss; the fine-tuning layout
 has all of them. Phases, in order:
 
-  1. setup       validate the config, build the mesh, optimizer and state layout
+  1. setup       validate the config (data paths and init_from included), build the mesh,
+                 optimizer and state layout
   2. data        per-process Grain iterators (train; validation for evaluation)
   3. state       resume the workdir's latest checkpoint, else config.init_from
-                 (partial: loaded / fresh / unused parameters are logged), else scratch
+                 (partial: loaded / fresh / unused parameters are logged), else scratch;
+                 only now are the workdir and its checkpoints/ created, and the
+                 TensorBoard writer only once the state exists, so a run that fails
+                 to start leaves the workdir as it found it
   4. loop        one jitted step per global batch; the non-finite counter of the
                  previous step is checked while the current one runs
                  (K consecutive skipped steps stop the run); progress line,
@@ -34,13 +38,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from gr1_jax import sharding, url_paths, visualization
+from gr1_jax import model_checkpoint, sharding, url_paths, visualization
 from gr1_jax.training import checkpointing, experiment_config, input_pipeline, metric_writers, optimizer
 from gr1_jax.training import train_state as ts
 from gr1_jax.training.eval_step import make_eval_step
 from gr1_jax.training.preemption import StopRequest
 from gr1_jax.training.progress import Progress, format_line
 from gr1_jax.training.train_step import make_train_step, required_keys
+from gr1_jax.user_errors import ConfigError
 
 log = logging.getLogger("gr1_jax.train")
 
@@ -97,9 +102,39 @@ def _init_state(config, layout, tx, checkpointer, train_iter, workdir):
   return ts.new_train_state(layout, tx, params), frozen, rngs, how
 
 
+def _check_init_from(init_from: str) -> None:
+  """config.init_from must name a checkpoint (checked before the run creates anything)."""
+  if not init_from:
+    return
+  what = ("set it to a stage-1 training workdir or a checkpoint directory written by "
+          "`python -m experiments.convert from-official`, or to '' to start from scratch")
+  if not url_paths.is_url(init_from) and not os.path.exists(init_from):
+    raise ConfigError(f"config.init_from={init_from} does not exist; {what}")
+  try:
+    model_checkpoint.latest_step(init_from)
+  except FileNotFoundError as exc:
+    raise ConfigError(f"config.init_from={init_from}: {exc}; {what}") from None
+
+
+@contextlib.contextmanager
+def _removed_if_failed(*paths: str):
+  """Local directories among `paths` that do not exist yet are removed again (if still
+  empty) when the block raises. _init_state needs the checkpoint manager, whose
+  construction creates checkpoints/, before it knows whether the state can be built
+  (a damaged init_from fails only when read)."""
+  new = [p for p in paths if not url_paths.is_url(p) and not os.path.exists(p)]
+  try:
+    yield
+  except BaseException:
+    for path in reversed(new):   # innermost first
+      with contextlib.suppress(OSError):
+        os.rmdir(path)           # only ever removes an empty directory
+    raise
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str) -> dict[str, Any]:
   """Trains until config.num_train_steps (or SIGTERM); returns a summary of the run."""
-  # ---- 1. setup -------------------------------------------------------------------------
+  # ---- 1. setup: every check comes before anything is created --------------------------
   config = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
   model_config = experiment_config.validate(config)
   workdir = url_paths.absolute(workdir)
@@ -107,19 +142,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
   # Every process checks, so a missing gcsfs stops the whole pod now rather than
   # process 0 alone at its first TensorBoard write while the others wait for it.
   url_paths.as_epath(workdir, "workdir")
-  if not url_paths.is_url(workdir):   # object stores have no directories to create
-    os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(config["mesh"])
   sharding.check_batch_size(config["batch_size"], mesh)
+  _check_init_from(config["init_from"])
   total = config["num_train_steps"]
   tx, schedule = optimizer.make_optimizer(config["optimizer"], total)
   layout = ts.make_layout(model_config, tx, mesh)
   weights = dict(config["loss_weights"])
-  writer = metric_writers.create_writer(url_paths.join(workdir, "tensorboard"), active=primary)
-  checkpointer = checkpointing.TrainCheckpointer(workdir, keep=config["keep_checkpoints"],
-                                                 async_save=config["async_checkpointing"])
-  log.info("%s; global batch %d (%d per process)", sharding.describe(mesh), config["batch_size"],
-           config["batch_size"] // jax.process_count())
 
   # ---- 2. data --------------------------------------------------------------------------
   keys = required_keys(model_config)
@@ -128,9 +157,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
   eval_ds = input_pipeline.make_dataset(config["data"], model_config, global_batch=config["batch_size"],
                                         seed=config["seed"], train=False)
   train_iter = iter(train_ds)
+  log.info("%s; global batch %d (%d per process)", sharding.describe(mesh), config["batch_size"],
+           config["batch_size"] // jax.process_count())
 
   # ---- 3. state -------------------------------------------------------------------------
-  state, frozen, rngs, how = _init_state(config, layout, tx, checkpointer, train_iter, workdir)
+  with _removed_if_failed(workdir, url_paths.join(workdir, "checkpoints")):
+    if not url_paths.is_url(workdir):   # object stores have no directories to create
+      os.makedirs(workdir, exist_ok=True)
+    checkpointer = checkpointing.TrainCheckpointer(workdir, keep=config["keep_checkpoints"],
+                                                   async_save=config["async_checkpointing"])
+    try:
+      state, frozen, rngs, how = _init_state(config, layout, tx, checkpointer, train_iter, workdir)
+    except BaseException:
+      checkpointer.close()
+      raise
+  # Created only now: a failed resume adds no event file to the workdir.
+  writer = metric_writers.create_writer(url_paths.join(workdir, "tensorboard"), active=primary)
   start = int(jax.device_get(state.step))
   log.info("%s; %s trainable + %s frozen parameters", how, f"{ts.count_params(layout.params):,}",
            f"{ts.count_params(layout.frozen):,}")

@@ -1,11 +1,19 @@
 """CALVIN pipeline: fake raw split -> conversion -> Grain batches, checked against the npz files."""
+import os
+import re
+import shlex
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from data_pipelines import batch_spec as bs
 from data_pipelines import random_shift
 from data_pipelines.calvin import builder, encoding, make_fake, pipeline, raw
+from data_pipelines.errors import DataNotFoundError
 from gr1_jax.tokenizer import tokenize
+from gr1_jax.user_errors import UserError
 
 SEQ_LEN = 10
 CHUNK = 3
@@ -285,3 +293,19 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     pipeline.make_calvin_dataset(tmp_path, "train", batch_size=2)
   with pytest.raises(ValueError, match="split must be"):
     pipeline.make_calvin_dataset(tmp_path, "test", batch_size=2)
+
+
+def test_missing_dataset_names_a_command_that_converts(tmp_path):
+  """The command the message suggests, run as written, converts (here it fails on the made-up
+  source, naming it). The one it named before, data_pipelines.calvin.builder, has no
+  __main__: it exited 0 and wrote nothing."""
+  with pytest.raises(DataNotFoundError) as err:
+    pipeline.make_calvin_dataset(tmp_path, "train", batch_size=2)
+  assert isinstance(err.value, UserError) and "\n" not in str(err.value)
+  command = re.search(r"`(python -m [^`]+)`", str(err.value)).group(1)
+  source = tmp_path / "no_such_split"
+  argv = [sys.executable if a == "python" else a for a in shlex.split(command.replace("CALVIN_SPLIT", str(source)))]
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  proc = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0 and f"{source}: CALVIN split directory not found" in proc.stderr, proc.stderr[-2000:]
+  assert os.listdir(tmp_path) == []
