@@ -1,4 +1,4 @@
-"""Compile the real train step for a TPU slice on this (CPU-only) machine: does it fit, how fast could it be.
+r"""Compile the real train step for a TPU slice on this (CPU-only) machine: does it fit, how fast could it be.
 
     pip install -r requirements-tpu.txt      # libtpu, optional
     python -m experiments.compile_for --topology v5e-256 --config experiments/configs/pretrain.py \
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 # This process compiles for TPUs it does not have: the local backend is the CPU, and libtpu
 # is told it runs on a host of its own (else it warns that the accelerator type is unknown
@@ -29,6 +28,8 @@ os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-4")
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/configs/{pretrain,finetune_calvin}.py[:variant]",
                                           lock_config=True)
@@ -80,21 +81,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   from gr1_jax.training import aot, tpu_topologies
-  from gr1_jax.user_errors import UserError
+  topology = tpu_topologies.parse(_TOPOLOGY.value)
+  devices = tpu_topologies.devices(topology)
   try:
-    topology = tpu_topologies.parse(_TOPOLOGY.value)
-    devices = tpu_topologies.devices(topology)
-    try:
-      result = aot.compile_train_step(_CONFIG.value, devices)
-    except Exception as exc:  # XLA reports an oversized program as RESOURCE_EXHAUSTED at compile time
-      if "RESOURCE_EXHAUSTED" not in str(exc):
-        raise
-      first = next((line for line in str(exc).splitlines() if "RESOURCE_EXHAUSTED" in line), str(exc))
-      print(f"{topology.name}: DOES NOT FIT: {first.strip()}")
-      return 3
-  except (UserError, ValueError) as exc:
-    print(f"error: {exc}", file=sys.stderr)
-    return 2
+    result = aot.compile_train_step(_CONFIG.value, devices)
+  except Exception as exc:  # XLA reports an oversized program as RESOURCE_EXHAUSTED at compile time
+    if "RESOURCE_EXHAUSTED" not in str(exc):
+      raise
+    first = next((line for line in str(exc).splitlines() if "RESOURCE_EXHAUSTED" in line), str(exc))
+    print(f"{topology.name}: DOES NOT FIT: {first.strip()}")
+    return 3
   figures = report(result, topology)
   figures["config"] = config_flags.get_config_filename(flags.FLAGS["config"])
   figures["overrides"] = config_flags.get_override_values(flags.FLAGS["config"])
@@ -112,5 +108,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "topology"])
-  app.run(main)
+  cli.run_absl(main, required=["config", "topology"])
