@@ -17,3 +17,10 @@ def tiny_config(variant: str = "tiny", **overrides) -> GR1Config:
 @pytest.fixture
 def tiny():
   return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def finetune_xla_cache(tmp_path_factory):
+  """One persistent XLA cache for the CLI runs of the training tests (test_train_loop.py,
+  test_damaged_checkpoints.py): they compile the same debug program, so the suite pays once."""
+  return str(tmp_path_factory.mktemp("xla_cache"))

@@ -7,7 +7,7 @@ has all of them. Phases, in order:
   1. setup       validate the config (data paths and init_from included), build the mesh,
                  optimizer and state layout
   2. data        per-process Grain iterators (train; validation for evaluation)
-  3. state       resume the workdir's latest checkpoint, else config.init_from
+  3. state       resume the workdir's latest intact checkpoint, else config.init_from
                  (partial: loaded / fresh / unused parameters are logged), else scratch;
                  only now are the workdir and its checkpoints/ created, and the
                  TensorBoard writer only once the state exists, so a run that fails
@@ -87,10 +87,14 @@ def prediction_image(sample: Mapping, model_config) -> np.ndarray:
 def _init_state(config, layout, tx, checkpointer, train_iter, workdir):
   """Phase 3: resume -> init_from -> scratch. Returns (state, frozen, rngs, how)."""
   rngs = ts.init_rngs(layout, config["seed"])
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    state, frozen = checkpointer.restore(layout, train_iter, latest)
-    return state, frozen, rngs, f"resumed from {checkpointer.directory} step {latest}"
+  # A damaged newest step falls back to the newest intact one (one warning); another model
+  # size stops here, before anything is compiled (checkpointing.py's docstring).
+  resumed = checkpointer.restore_newest_intact(layout, train_iter)
+  if resumed is not None:
+    state, frozen, step, damaged = resumed
+    if damaged:
+      log.warning(checkpointing.format_fallback(checkpointer.directory, step, damaged))
+    return state, frozen, rngs, f"resumed from {checkpointer.directory} step {step}"
   params, frozen, _ = ts.init_model_state(layout, config["seed"])
   how = f"initialised from scratch (seed {config['seed']})"
   if config["init_from"]:

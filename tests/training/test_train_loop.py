@@ -23,8 +23,8 @@ ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1 --xl
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("xla_cache"))
+def cache(finetune_xla_cache):
+  return finetune_xla_cache
 
 
 def _command(stage, workdir, cache, *overrides):
