@@ -11,7 +11,7 @@ from gr1_jax.training.optimizer import OPTIMIZER_FIELDS
 
 FIELDS = {
     "seed": int, "model": Mapping, "mesh": Mapping, "batch_size": int, "num_train_steps": int,
-    "optimizer": Mapping, "loss_weights": Mapping, "data": Mapping, "init_from": str,
+    "optimizer": Mapping, "loss_weights": Mapping, "data": Mapping, "init_from": str, "mae_from": str,
     "log_every": int, "eval_every": int, "eval_batches": int, "checkpoint_every": int,
     "keep_checkpoints": int, "async_checkpointing": bool, "max_consecutive_nonfinite": int,
     "image_every": int,
