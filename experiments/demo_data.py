@@ -3,7 +3,8 @@
   Ego4D layout:  make_fake videos + narrations -> prepare (64-px clips, a quarter of the
                  videos in the 'val' split), into <path>/raw and <path> itself.
   CALVIN layout: make_fake raw split (training/ + validation/) into <path>.
-Both are written under a temporary name and renamed when complete, so an
+  MAE encoder:   experiments/pretrain_mae.py on the demo corpus into config.mae_from.
+All are written under a temporary name and renamed when complete, so an
 interrupted generation is redone, never half-read.
 """
 from __future__ import annotations
@@ -16,6 +17,11 @@ import tempfile
 log = logging.getLogger(__name__)
 
 EGO4D_DEMO_SIZE = 64
+# Source pixels between the random colours of each demo video's background (make_fake's
+# background_cell). The videos are 96 px, so each frame shows about two colour cells: a
+# scene layout that the model must read from the current frame (every video has its own),
+# coarse enough to pass GR-1's few resampled tokens per frame (see README, quick start).
+EGO4D_DEMO_BACKGROUND_CELL = 64
 
 
 def _fresh_tmp(path: str) -> str:
@@ -24,7 +30,7 @@ def _fresh_tmp(path: str) -> str:
   return tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
 
 
-def ensure_ego4d_demo(path: str) -> str:
+def ensure_ego4d_demo(path: str, background_cell: int = EGO4D_DEMO_BACKGROUND_CELL) -> str:
   if os.path.isdir(path):
     return path
   from data_pipelines.ego4d import make_fake, prepare
@@ -35,7 +41,7 @@ def ensure_ego4d_demo(path: str) -> str:
     # Many short videos rather than a few long ones: each has its own background, so the
     # held-out videos are scenes the model has not memorised.
     corpus = make_fake.make_fake(raw, num_videos=48, seconds=4.0, size=96, broken=False, missing=False,
-                                 frame_code=False)
+                                 frame_code=False, background_cell=background_cell)
     prepare.prepare_shard({"manifest": corpus["manifest"]}, tmp, shard_index=0, num_shards=1,
                           opts=prepare.PrepareOptions(size=EGO4D_DEMO_SIZE, val_fraction=0.25),
                           progress=False)
@@ -70,3 +76,22 @@ def ensure(data_config) -> None:
     ensure_calvin_demo(path)
   else:
     raise ValueError(f"config.data.generate_demo_data=True but data.name={name!r} has no demo generator")
+
+
+# experiments/pretrain_mae.py settings for the demo's encoder: about a minute on 2 CPU cores.
+DEMO_MAE_STEPS, DEMO_MAE_BATCH = 500, 32
+
+
+def ensure_mae(config) -> None:
+  """Pre-trains the frozen MAE named by config.mae_from on the demo corpus if it asks for
+  demo data and the directory is missing (a random frozen encoder passes too little of the
+  scene for the small demo model to learn from in minutes)."""
+  if not (config.get("mae_from") and config["data"].get("generate_demo_data")) or os.path.isdir(config["mae_from"]):
+    return
+  from experiments.pretrain_mae import pretrain_mae
+  from gr1_jax.model_config import GR1Config
+  log.info("pre-training the demo's frozen MAE encoder into %s (once)", config["mae_from"])
+  data = config["data"].to_dict() if hasattr(config["data"], "to_dict") else dict(config["data"])
+  model = config["model"].to_dict() if hasattr(config["model"], "to_dict") else dict(config["model"])
+  pretrain_mae(data, GR1Config.from_dict(model), config["mae_from"], steps=DEMO_MAE_STEPS,
+               batch_size=DEMO_MAE_BATCH, seed=config["seed"])

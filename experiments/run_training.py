@@ -70,6 +70,7 @@ def run(config, workdir: str):
   setup_logging()
   if jax.process_index() == 0:
     demo_data.ensure(config.data)
+    demo_data.ensure_mae(config)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("demo data ready")

@@ -111,7 +111,10 @@ def frame_grid(rows: Sequence[Sequence[np.ndarray | None]], *, pad: int = 2,
                label_width: int = 0) -> np.ndarray:
   """Tiles frames (uint8 or [0,1] floats, all the same size) into a uint8 image.
 
-  `None` leaves an empty (background) cell, e.g. predictions with no valid target.
+  `None` leaves an empty (background) cell, e.g. predictions with no valid target;
+  columns after the last non-empty cell are dropped, so the canvas ends `pad` pixels
+  after the last frame: label_width + pad + ncols * (w + pad) wide, pad + nrows * (h + pad)
+  high, ncols counting up to the last column holding a frame.
   row_labels are drawn in a left margin of `label_width` pixels (default: sized to fit).
   """
   if not rows or not any(len(r) for r in rows):
@@ -123,16 +126,16 @@ def frame_grid(rows: Sequence[Sequence[np.ndarray | None]], *, pad: int = 2,
   for cell in cells:
     if cell.shape[:2] != (h, w):
       raise ValueError(f"frames differ in size: {cell.shape[:2]} vs {(h, w)}; resize them first")
-  ncols = max(len(r) for r in rows)
+  ncols = max(j + 1 for r in rows for j, f in enumerate(r) if f is not None)
   if row_labels is not None and len(row_labels) != len(rows):
     raise ValueError(f"{len(row_labels)} row labels for {len(rows)} rows")
   if row_labels is not None and not label_width:
-    label_width = 8 + 6 * max(len(s) for s in row_labels)
+    label_width = 8 + _text_width(row_labels)
   height = pad + len(rows) * (h + pad)
   width = label_width + pad + ncols * (w + pad)
   canvas = np.full((height, width, 3), background, np.uint8)
   for i, row in enumerate(rows):
-    for j, frame in enumerate(row):
+    for j, frame in enumerate(row[:ncols]):
       if frame is None:
         continue
       y, x = pad + i * (h + pad), label_width + pad + j * (w + pad)
@@ -145,6 +148,13 @@ def frame_grid(rows: Sequence[Sequence[np.ndarray | None]], *, pad: int = 2,
       draw.text((4, pad + i * (h + pad) + h // 2 - 5), label, fill=(0, 0, 0))
     canvas = np.asarray(image)
   return canvas
+
+
+def _text_width(labels: Sequence[str]) -> int:
+  """Width in pixels of the widest label in PIL's default font (as frame_grid draws them)."""
+  from PIL import Image, ImageDraw
+  draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+  return max(int(np.ceil(draw.textlength(label))) for label in labels)
 
 
 def upscale_nearest(frames, factor: int) -> np.ndarray:

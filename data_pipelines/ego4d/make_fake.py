@@ -42,10 +42,11 @@ DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 PARAPHRASE = {"left": "leftwards", "right": "rightwards", "up": "upwards", "down": "downwards"}
 
 
-def _background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-  """A smooth random texture 2x the frame size (panned over time)."""
+def _background(width: int, height: int, rng: np.random.Generator, cell: int = 32) -> np.ndarray:
+  """A smooth random texture 2x the frame size (panned over time): random colours every
+  `cell` source pixels, bilinearly interpolated."""
   h2, w2 = 2 * height, 2 * width
-  small = rng.integers(40, 200, size=(h2 // 32 + 2, w2 // 32 + 2, 3)).astype(np.float32)
+  small = rng.integers(40, 200, size=(h2 // cell + 2, w2 // cell + 2, 3)).astype(np.float32)
   ys = np.linspace(0, small.shape[0] - 1.001, h2)
   xs = np.linspace(0, small.shape[1] - 1.001, w2)
   y0, x0 = ys.astype(int), xs.astype(int)
@@ -122,10 +123,10 @@ def read_frame_code(image: np.ndarray, src_width: int, src_height: int) -> int:
 
 
 def write_video(path: str, *, width: int, height: int, seconds: float, codec: str = "mpeg4",
-                seed: int = 0, gop: int = FPS, frame_code: bool = True) -> list[dict]:
+                seed: int = 0, gop: int = FPS, frame_code: bool = True, background_cell: int = 32) -> list[dict]:
   """Writes an mp4 (tmp + rename) and returns its actions."""
   rng = np.random.default_rng(seed)
-  background = _background(width, height, rng)
+  background = _background(width, height, rng, background_cell)
   actions = actions_for(seconds, rng)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f"{path}.tmp-{os.getpid()}.mp4"
@@ -156,12 +157,14 @@ def _narration(uid: str, k: int, ts: float, text: str) -> dict:
 
 def make_fake(out: str, *, num_videos: int = 3, seconds: float = 12.0, size: int = 256,
               codec: str = "mpeg4", seed: int = 0, broken: bool = True, missing: bool = True,
-              mixed_aspect: bool = True, gop: int = FPS, frame_code: bool = True) -> dict:
+              mixed_aspect: bool = True, gop: int = FPS, frame_code: bool = True,
+              background_cell: int = 32) -> dict:
   """Writes the corpus; returns the description also saved as fake_corpus.json.
 
   frame_code=False leaves out the frame-index strip: training data for the demo, where
   that strip (a new random-looking bit pattern every frame) is the one thing no model can
-  predict, and its squared error swamps the learnable signal.
+  predict, and its squared error swamps the learnable signal. background_cell: source pixels
+  between the background's random colours (larger = smoother scenes).
   """
   narrations: dict[str, dict] = {}
   videos = []
@@ -175,7 +178,7 @@ def make_fake(out: str, *, num_videos: int = 3, seconds: float = 12.0, size: int
     version = "v1" if odd else "v2"
     path = os.path.join(out, version, "full_scale", f"{uid}.mp4")
     actions = write_video(path, width=width, height=height, seconds=seconds, codec=codec, seed=seed * 1000 + v,
-                          gop=gop, frame_code=frame_code)
+                          gop=gop, frame_code=frame_code, background_cell=background_cell)
     pass1, pass2 = [], []
     for k, act in enumerate(actions):
       mid = (act["start"] + act["end"]) / 2

@@ -12,8 +12,10 @@ Variants:
              epochs warm-up, cosine to 1 % of peak, clip 1.0. 50 epochs of ~800k clips
              at global batch 512 = 78k steps (warm-up 7.8k).
   demo       a small model on a fake Ego4D-layout corpus that it generates (videos ->
-             prepared 64-px clips) under --config.data.path (default /tmp/gr1_demo/ego4d)
-             if absent; a few minutes on 2 CPU cores, loss visibly falling.
+             prepared 64-px clips) under --config.data.path (default /tmp/gr1_demo/ego4d_v2)
+             if absent, over a frozen MAE that experiments/pretrain_mae.py pre-trains on
+             that corpus into --config.mae_from (default /tmp/gr1_demo/mae_v2) if absent;
+             a few minutes on 2 CPU cores, held-out video loss well below the mean frame.
   debug      tiny model on synthetic batches, a few steps (tests).
 data.path: a directory prepared by `python -m data_pipelines.ego4d.prepare` (train/val splits).
 data.mixture (instead of data.path): weighted sources "KIND:PATH=WEIGHT,...", KIND one of
@@ -43,8 +45,12 @@ def get_config(variant: str = "default"):
   if variant == "default":
     pass
   elif variant == "demo":
-    train_base.apply_demo(c, num_train_steps=300)
-    c.data.update(path="/tmp/gr1_demo/ego4d", image_size=64, augment=True, generate_demo_data=True)
+    train_base.apply_demo(c, num_train_steps=600)
+    c.optimizer.learning_rate = 3e-3
+    # Versioned paths: generation is skipped when the directory exists, so a changed demo
+    # corpus or MAE gets a new name instead of silently reusing an older one.
+    c.data.update(path="/tmp/gr1_demo/ego4d_v2", image_size=64, augment=True, generate_demo_data=True)
+    c.mae_from = "/tmp/gr1_demo/mae_v2"   # pre-trained on the demo corpus by experiments/pretrain_mae.py if absent
   elif variant == "debug":
     train_base.apply_debug(c, "tiny_pretrain")
   else:

@@ -30,6 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
       "generate_demo_data": False,   # demo: write fake data to `path` if it does not exist
   })
   c.init_from = ""                      # stage-1 workdir or converted official checkpoint
+  c.mae_from = ""                       # frozen MAE weights from experiments/pretrain_mae.py (over init_from's)
   c.log_every = 50
   c.eval_every = 1000
   c.eval_batches = 4

@@ -50,7 +50,8 @@ def predicted_frame_psnr(preds, images, step_mask, *, patch_size: int, norm_pix:
 
 def make_eval_step(layout: StateLayout, loss_weights: Mapping[str, float] | None = None):
   """jit(eval_step)(params, frozen, rngs, batch) -> (metrics, sample) where sample holds the
-  first window's normalised frames and predictions for the frame grid."""
+  first window's normalised frames and predictions for the frame grids (rgb, obs_preds, and
+  hand_rgb, obs_hand_preds when the model predicts wrist-camera frames)."""
   config = layout.model_config
   weights = dict(loss_weights or {})
   p, n = config.mae.patch_size, config.fwd_pred_next_n
@@ -69,6 +70,7 @@ def make_eval_step(layout: StateLayout, loss_weights: Mapping[str, float] | None
         metrics["psnr_hand"] = predicted_frame_psnr(
             outputs["obs_hand_preds"], inputs["hand_rgb"], batch[bs.STEP_MASK],
             patch_size=p, norm_pix=config.norm_pix_loss, next_n=n)
+        sample.update(hand_rgb=inputs["hand_rgb"][0], obs_hand_preds=outputs["obs_hand_preds"][0])
     return metrics, sample
 
   replicated = sharding.replicated(layout.mesh)

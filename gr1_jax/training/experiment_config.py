@@ -14,7 +14,7 @@ from gr1_jax.user_errors import ConfigError
 
 FIELDS = {
     "seed": int, "model": Mapping, "mesh": Mapping, "batch_size": int, "num_train_steps": int,
-    "optimizer": Mapping, "loss_weights": Mapping, "data": Mapping, "init_from": str,
+    "optimizer": Mapping, "loss_weights": Mapping, "data": Mapping, "init_from": str, "mae_from": str,
     "log_every": int, "eval_every": int, "eval_batches": int, "checkpoint_every": int,
     "keep_checkpoints": int, "async_checkpointing": bool, "max_consecutive_nonfinite": int,
     "image_every": int,
@@ -71,6 +71,10 @@ def validate(config: Mapping, *, check_paths: bool = True) -> GR1Config:
   if config["data"]["name"] not in DATA_SOURCES:
     raise ConfigError(f"config.data.name={config['data']['name']!r}; expected one of {', '.join(DATA_SOURCES)}")
   _check_data_source(config["data"], check_paths)
+  mae_from = config["mae_from"]
+  if mae_from and check_paths and not url_paths.is_url(mae_from) and not os.path.isdir(mae_from):
+    raise ConfigError(f"config.mae_from={mae_from} does not exist; set it to a directory written by "
+                      "`python -m experiments.pretrain_mae`, or to '' to keep the MAE of init_from / scratch")
   if config["data"]["generate_demo_data"] and config["data"]["name"] not in ("ego4d", "calvin_raw"):
     raise ConfigError(f"config.data.generate_demo_data=True but data.name={config['data']['name']!r} has no "
                       "demo generator; use data.name='ego4d' or 'calvin_raw', or set it to False")

@@ -21,7 +21,7 @@ has all of them. Phases, in order:
 The workdir ends up holding
   checkpoints/               Orbax steps (gr1_jax/training/checkpointing.py); `load_model(workdir)` works
   tensorboard/               event files: train/*, eval/*, progress/*, frame grids, the config
-  images/                    predicted_vs_real_<step>.png
+  images/                    predicted_vs_real_<step>.png (+ predicted_vs_real_hand_<step>.png, wrist camera)
   config.json, summary.json  the run's config; final step, last metrics, how it was initialised
   init_from_report.json      loaded / freshly initialised / unused parameters (with init_from)
 """
@@ -38,9 +38,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from gr1_jax import model_checkpoint, sharding, url_paths, visualization
+from gr1_jax import mae_weights, model_checkpoint, sharding, url_paths, visualization
 from gr1_jax.training import checkpointing, experiment_config, input_pipeline, metric_writers, optimizer
 from gr1_jax.training import train_state as ts
+from gr1_jax.training import video_baselines
 from gr1_jax.training.eval_step import make_eval_step
 from gr1_jax.training.preemption import StopRequest
 from gr1_jax.training.progress import Progress, format_line
@@ -74,9 +75,14 @@ def evaluate(eval_step, state, frozen, rngs, eval_ds, config, layout, keys) -> t
   return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}, jax.device_get(sample)
 
 
-def prediction_image(sample: Mapping, model_config) -> np.ndarray:
+PREDICTION_IMAGES = {"predicted_vs_real": ("rgb", "obs_preds"),            # static camera
+                     "predicted_vs_real_hand": ("hand_rgb", "obs_hand_preds")}  # wrist camera
+
+
+def prediction_image(sample: Mapping, model_config, camera: str = "predicted_vs_real") -> np.ndarray:
+  frames, preds = PREDICTION_IMAGES[camera]
   real, predicted, valid = visualization.window_prediction_frames(
-      sample["rgb"], sample["obs_preds"], step_mask=sample["step_mask"],
+      sample[frames], sample[preds], step_mask=sample["step_mask"],
       patch_size=model_config.mae.patch_size, fwd_pred_next_n=model_config.fwd_pred_next_n,
       norm_pix=model_config.norm_pix_loss)
   scale = max(1, 96 // real.shape[1])   # tiny demo frames are upscaled to stay visible
@@ -171,7 +177,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
     checkpointer = checkpointing.TrainCheckpointer(workdir, keep=config["keep_checkpoints"],
                                                    async_save=config["async_checkpointing"])
     try:
+      resumed = checkpointer.latest_step() is not None
       state, frozen, rngs, how = _init_state(config, layout, tx, checkpointer, train_iter, workdir)
+      if config["mae_from"] and not resumed:   # over init_from's MAE; a resumed run has it in its checkpoint
+        frozen = mae_weights.replace_in_frozen(config["mae_from"], model_config.mae, frozen, layout.frozen)
+        how += f"; frozen MAE from {config['mae_from']}"
     except BaseException:
       checkpointer.close()
       raise
@@ -192,7 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
   train_step = make_train_step(layout, tx, schedule, weights)
   eval_step = make_eval_step(layout, weights)
   progress = Progress(total_steps=total, global_batch=config["batch_size"], start_step=start)
-  history, previous, last_train, last_eval = [], None, {}, {}
+  history, previous, last_train, last_eval, baselines = [], None, {}, {}, None
   stopped_by = None
   step = start
   t_start = time.perf_counter()
@@ -228,12 +238,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
 
       if step % config["eval_every"] == 0 or step == total:
         last_eval, sample = evaluate(eval_step, state, frozen, rngs, eval_ds, config, layout, keys)
+        if baselines is None:   # the same batches at every evaluation: computed once
+          baselines = video_baselines.compute(eval_ds, config["eval_batches"], model_config,
+                                              lambda b: input_pipeline.to_global(b, keys, mesh))
+        last_eval.update(baselines)
+        if primary and video_baselines.comparison_line(step, last_eval):
+          log.info(video_baselines.comparison_line(step, last_eval))
         writer.write_scalars(step, {f"eval/{k}": v for k, v in last_eval.items()})
         if primary and sample and (step % config["image_every"] == 0 or step == total):
-          image = prediction_image(sample, model_config)
-          writer.write_images(step, {"eval/predicted_vs_real": image})
-          visualization.save_png(url_paths.join(workdir, "images", f"predicted_vs_real_{step:07d}.png"),
-                                 image)
+          for name, (_, preds) in PREDICTION_IMAGES.items():
+            if preds in sample:
+              image = prediction_image(sample, model_config, name)
+              writer.write_images(step, {f"eval/{name}": image})
+              visualization.save_png(url_paths.join(workdir, "images", f"{name}_{step:07d}.png"), image)
         writer.flush()
         progress.reset_clock(step)
 

@@ -148,8 +148,10 @@ def test_visualize_cli_writes_images(fake_split, tiny_checkpoint, tmp_path):
   paths = visualize.main(["predictions", "--checkpoint", tiny_checkpoint, "--data", str(fake_split),
                           "--window", "1", "--out_dir", str(tmp_path), "--scale", "2"])
   grid = Image.open(paths["grid"])
-  # 10 columns of 64-px frames (32 px x 2) with 2-px gaps, a label margin, 2 rows.
-  assert grid.format == "PNG" and grid.size[1] == 2 + 2 * (64 + 2) and grid.size[0] > 10 * 66
+  # 7 columns (the last 3 of 10 steps have no t+3 target) of 64-px frames (32 px x 2) with 2-px
+  # gaps, a label margin, 2 rows; the canvas ends at the last frame.
+  label = 8 + viz._text_width(["real t+3", "predicted"])
+  assert grid.format == "PNG" and grid.size == (label + 2 + 7 * 66, 2 + 2 * (64 + 2))
   gif = Image.open(paths["animation"])
   assert gif.format == "GIF" and gif.size == (2 + 2 * 66, 2 + 66)
   # Pillow merges identical consecutive frames (the padded tail); the total duration is 10 steps.
@@ -216,3 +218,17 @@ def test_window_pairs_and_files(tmp_path):
     viz.save_animation(tmp_path / "a.avi", [grid])
   with pytest.raises(ValueError, match="frames differ in size"):
     viz.frame_grid([[real[0], real[0][:16]]])
+
+
+def test_frame_grid_ends_at_its_last_frame():
+  """Steps without a target (the last fwd_pred_next_n of a window) leave no blank band on the right."""
+  frames = np.full((10, 8, 8, 3), 40, np.uint8)
+  valid = np.arange(10) < 7
+  grid = viz.frame_grid([[f if ok else None for f, ok in zip(frames, valid)]] * 2, pad=2, label_width=30)
+  assert grid.shape == (2 + 2 * (8 + 2), 30 + 2 + 7 * (8 + 2), 3)
+  labelled = viz.prediction_grid(frames, frames, step_valid=valid)
+  content = np.nonzero((labelled != 255).any(axis=(0, 2)))[0]
+  assert labelled.shape[1] - 1 - content[-1] == 2      # only the padding after the last frame
+  # Interior empty cells (padding inside a window) keep their column.
+  middle = [frames[0], None, frames[2]]
+  assert viz.frame_grid([middle], pad=2).shape == (12, 2 + 3 * 10, 3)

@@ -65,6 +65,13 @@ def test_kill9_resume_is_bit_identical(tmp_path, cache):
   straight = tmp_path / "straight"
   proc = _run("finetune", straight, cache, "--config.checkpoint_every=4")
   assert proc.returncode == 0, proc.stderr[-3000:]
+  # The final evaluation prints the model's held-out video losses beside two baselines and
+  # draws a grid for each camera.
+  evaluated = json.loads((straight / "summary.json").read_text())["eval"]
+  assert {f"baseline/{c}_{b}" for c in ("video", "video_hand") for b in ("mean_frame", "copy_last")} <= set(evaluated)
+  assert f"step {STEPS}: held-out video loss" in proc.stderr and "copy-last-frame baseline" in proc.stderr
+  assert sorted(os.listdir(straight / "images")) == [f"predicted_vs_real_{STEPS:07d}.png",
+                                                      f"predicted_vs_real_hand_{STEPS:07d}.png"]
 
   resumed = tmp_path / "resumed"
   victim = subprocess.Popen(_command("finetune", resumed, cache, "--config.checkpoint_every=4"), cwd=REPO,
@@ -86,8 +93,25 @@ def test_kill9_resume_is_bit_identical(tmp_path, cache):
     assert np.array_equal(x, y), jax.tree_util.keystr(path)
 
 
+def _random_mae(directory):
+  """An MAE directory (gr1_jax/mae_weights.py) for the finetune debug model, random weights."""
+  from experiments.configs import finetune_calvin
+  from gr1_jax import mae_weights
+  from gr1_jax.model_config import GR1Config
+  from gr1_jax.modules.mae_vit import MAEEncoder
+  from flax import nnx
+  model = GR1Config.from_dict(finetune_calvin.get_config("debug").model.to_dict())
+  shapes = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: MAEEncoder(model.mae, rngs=nnx.Rngs(0))), nnx.Param))
+  rng = np.random.default_rng(5)
+  params = jax.tree.map(lambda a: rng.normal(size=a.shape).astype(np.float32), shapes)
+  mae_weights.save(str(directory), params, model.mae)
+  return params
+
+
 def test_sigterm_saves_and_exits_cleanly(tmp_path, cache):
-  proc = subprocess.Popen(_command("finetune", tmp_path, cache, "--config.checkpoint_every=3"), cwd=REPO,
+  mae = _random_mae(tmp_path / "mae")   # config.mae_from replaces the fresh frozen encoder
+  proc = subprocess.Popen(_command("finetune", tmp_path, cache, "--config.checkpoint_every=3",
+                                   f"--config.mae_from={tmp_path / 'mae'}"), cwd=REPO,
                           env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   _wait_for_checkpoint(proc, tmp_path)
   proc.send_signal(signal.SIGTERM)
@@ -96,7 +120,11 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, cache):
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["stopped_by"] == "SIGTERM"
   assert summary["step"] < STEPS and _steps(tmp_path)[-1] == summary["step"]
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(_params(tmp_path, summary["step"])))
+  saved = _params(tmp_path, summary["step"])
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(saved))
+  assert "frozen MAE from" in summary["init"]
+  for x, y in zip(jax.tree.leaves(mae), jax.tree.leaves(saved["model_mae"])):
+    assert np.array_equal(x, y)
 
 
 def test_consecutive_nonfinite_steps_stop_the_run(tmp_path, cache):
