@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from data_pipelines.calvin import make_fake, scripted_tasks
+from gr1_jax.user_errors import UserError
 
 SCENE = "calvin_scene_D"
 NUM_SEQUENCES = 1000
@@ -54,7 +55,7 @@ TACTILE = {"rgb_tactile": ((160, 120, 6), np.uint8), "depth_tactile": ((160, 120
 SETTINGS = ("seed", "perturb", "max_steps", "jitter")
 
 
-class RecorderError(RuntimeError):
+class RecorderError(UserError):
   """A problem the command reports in one line."""
 
 
@@ -434,14 +435,16 @@ def main(argv=None, backend=None) -> dict:
       print(f"{out}/{split}: {s['episodes']} episodes, {s['frames']} frames")
     return {"counts": counts, "summary": summary}
   except RecorderError as e:
-    sys.exit(f"error: {e}")
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   except Exception as e:  # noqa: BLE001 - a broken CALVIN install must read as one line
     from gr1_jax.evaluation.calvin_backend import CalvinServiceError
     from gr1_jax.evaluation.calvin_service import CalvinNotInstalledError
     if isinstance(e, (CalvinNotInstalledError, CalvinServiceError, FileNotFoundError)):
       first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      sys.exit(f"error: {first} (install CALVIN with experiments/calvin_setup.sh; "
-               f"docs/evaluation.md, 'Installing CALVIN')")
+      print(f"error: {first} (install CALVIN with experiments/calvin_setup.sh; "
+            f"docs/evaluation.md, 'Installing CALVIN')", file=sys.stderr)
+      sys.exit(2)
     raise
 
 

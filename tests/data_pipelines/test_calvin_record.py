@@ -159,9 +159,11 @@ def test_cli_with_fake_backend_and_parallel_workers(tmp_path, capsys):
   assert again["summary"] == result["summary"]
 
 
-def test_unknown_task_is_one_line(tmp_path):
-  with pytest.raises(SystemExit, match="^error: no script for task 'fly'"):
+def test_unknown_task_is_one_line(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
     record_demos.main(["--out", str(tmp_path / "x"), "--tasks", "fly"])
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err.startswith("error: no script for task 'fly'")
 
 
 @pytest.mark.parametrize("python", ["missing", "project"])
@@ -170,7 +172,7 @@ def test_missing_calvin_is_one_line(tmp_path, python):
   proc = subprocess.run([sys.executable, "-m", "data_pipelines.calvin.record_demos", "--out",
                          str(tmp_path / "ds"), "--calvin_python", exe, "--tasks", "open_drawer"],
                         capture_output=True, text=True, timeout=120)
-  assert proc.returncode != 0
+  assert proc.returncode == 2
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1, proc.stderr
   assert "calvin_setup.sh" in lines[0]
