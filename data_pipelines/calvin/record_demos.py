@@ -226,16 +226,20 @@ def record(backend, work_root, tasks, per_task: int, *, workers: int = 1, seed: 
   counts = {"done": 0}
   t0 = time.time()
 
-  def next_jobs():
-    for task in tasks:
-      s = state[task]
-      while (s["accepted"] + s["inflight"] < per_task
-             and s["accepted"] + s["rejected"] + s["inflight"] < max_attempts):
-        while s["next"] in s["tried"]:
-          s["next"] += 1
-        s["tried"].add(s["next"])
-        s["inflight"] += 1
-        yield task, s["next"]
+  def next_jobs():  # round robin over tasks, so a stopped run has some demos of every task
+    more = True
+    while more:
+      more = False
+      for task in tasks:
+        s = state[task]
+        if (s["accepted"] + s["inflight"] < per_task
+            and s["accepted"] + s["rejected"] + s["inflight"] < max_attempts):
+          while s["next"] in s["tried"]:
+            s["next"] += 1
+          s["tried"].add(s["next"])
+          s["inflight"] += 1
+          more = True
+          yield task, s["next"]
 
   def finish(info):
     s = state[info["task"]]

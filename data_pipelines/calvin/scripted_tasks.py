@@ -143,14 +143,14 @@ def make_script(task: str, robot_obs, scene_obs, rng: np.random.Generator, *,
       contact = lambda so: bar(so) + off + [0, -0.02, -0.03]
       push = lambda so: bar(so) + off + [0, -0.02, -0.03] + 0.09 * SWITCH_DIR
       wps = [Waypoint(bar(scene_obs) + off + [0, -0.08, 0.0], ORN_SWITCH, CLOSE, tcp_tol=0.03),
-             Waypoint(contact(scene_obs), ORN_SWITCH, CLOSE, tcp_tol=0.015),
+             Waypoint(contact(scene_obs), ORN_SWITCH, CLOSE, tcp_tol=0.015, max_steps=25),
              Waypoint(push(scene_obs), ORN_SWITCH, CLOSE, tcp_tol=0.01, max_steps=40),
              Waypoint(push(scene_obs) + [0, -0.08, 0.02], ORN_SWITCH, CLOSE)]
     else:                             # push it down from above-behind
-      contact = lambda so: bar(so) + off + [0, 0.0, 0.03]
+      contact = lambda so: bar(so) + off + [0, 0.015, 0.025]
       wps = [Waypoint(bar(scene_obs) + off + [0, -0.06, 0.08], ORN_SWITCH, CLOSE, tcp_tol=0.03),
-             Waypoint(contact(scene_obs), ORN_SWITCH, CLOSE, tcp_tol=0.015),
-             Waypoint(contact(scene_obs) - 0.1 * SWITCH_DIR, ORN_SWITCH, CLOSE, tcp_tol=0.01,
+             Waypoint(contact(scene_obs), ORN_SWITCH, CLOSE, tcp_tol=0.015, max_steps=25),
+             Waypoint(contact(scene_obs) - 0.12 * SWITCH_DIR, ORN_SWITCH, CLOSE, tcp_tol=0.01,
                       max_steps=40),
              Waypoint(contact(scene_obs) - 0.1 * SWITCH_DIR + [0, -0.08, 0.05], ORN_SWITCH, CLOSE)]
   elif task in BLOCK_TASKS:

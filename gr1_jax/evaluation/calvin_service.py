@@ -224,7 +224,8 @@ class CalvinService:
       collection = hydra.compose("config_data_collection", overrides=overrides)
       rendering = hydra.compose("config_rendering", overrides=["cameras=static_gripper_tactile"])
     hydra.core.global_hydra.GlobalHydra.instance().clear()
-    merged = omegaconf.OmegaConf.merge(collection, rendering)
+    plain = lambda cfg: omegaconf.OmegaConf.create(omegaconf.OmegaConf.to_container(cfg))  # not struct
+    merged = omegaconf.OmegaConf.merge(plain(collection), plain(rendering))
     return omegaconf.OmegaConf.to_yaml(merged)
 
   def annotations(self, split: str = "training") -> dict:
