@@ -234,11 +234,12 @@ def make_fake_split(folder: str | os.PathLike, first_frame: int, num_frames: int
   else:
     np.save(folder / "scene_info.npy",
             {"calvin_scene_D": [first_frame, first_frame + num_frames - 1]}, allow_pickle=True)
-  _write_statistics(folder / "statistics.yaml", robot_obs, scene_obs, actions)
+  write_statistics(folder / "statistics.yaml", robot_obs, scene_obs, actions)
   return {"frames": num_frames, "segments": len(windows), "recordings": len(recordings)}
 
 
-def _write_statistics(path: Path, robot_obs, scene_obs, actions) -> None:
+def write_statistics(path: Path, robot_obs, scene_obs, actions) -> None:
+  """statistics.yaml as in a real CALVIN split: obs mean/std, bounds of the absolute actions."""
   fmt = lambda v: "[" + ", ".join(f"{x:.6f}" for x in v) + "]"
   lines = []
   for name, arr in (("robot_obs", robot_obs), ("scene_obs", scene_obs)):

@@ -27,7 +27,8 @@ class CalvinServiceError(RuntimeError):
 class _RemoteService:
   """Client of `calvin_service.serve` running under another Python."""
 
-  def __init__(self, python: str, dataset_dir: str, calvin_root: str | None, log_path: str | None):
+  def __init__(self, python: str, dataset_dir: str, calvin_root: str | None, log_path: str | None,
+               with_depth: bool = False):
     if not Path(python).exists():
       raise FileNotFoundError(f"--calvin_python {python} does not exist")
     to_child_r, to_child_w = os.pipe()
@@ -44,7 +45,7 @@ class _RemoteService:
     self._responses = os.fdopen(from_child_r, "rb")
     self._lock = threading.Lock()
     self.python = python
-    self.call("init", dataset_dir, calvin_root)
+    self.call("init", dataset_dir, calvin_root, with_depth=with_depth)
 
   def call(self, method, *args, **kwargs):
     with self._lock:
@@ -89,8 +90,10 @@ class CalvinBackend:
   """CALVIN's pieces of the official protocol for one dataset split (see module docstring)."""
 
   def __init__(self, dataset_dir: str, *, calvin_python: str | None = None,
-               calvin_root: str | None = None, log_path: str | None = None):
+               calvin_root: str | None = None, log_path: str | None = None,
+               with_depth: bool = False):
     self.dataset_dir = str(dataset_dir)
+    self.with_depth = with_depth
     self.calvin_python = calvin_python
     self.calvin_root = calvin_root
     self.log_path = log_path
@@ -105,9 +108,10 @@ class CalvinBackend:
     if self._service is None:
       if self.calvin_python:
         self._service = _RemoteService(self.calvin_python, self.dataset_dir, self.calvin_root,
-                                       self.log_path)
+                                       self.log_path, with_depth=self.with_depth)
       else:
-        self._service = calvin_service.CalvinService(self.dataset_dir, self.calvin_root)
+        self._service = calvin_service.CalvinService(self.dataset_dir, self.calvin_root,
+                                                     with_depth=self.with_depth)
     return self._service
 
   def check(self) -> dict:
@@ -127,6 +131,22 @@ class CalvinBackend:
 
   def task_success(self, start_info, current_info, task: str) -> bool:
     return bool(self._svc().task_success(start_info, current_info, task))
+
+  # The scripted-demonstration recorder's pieces (data_pipelines/calvin/record_demos.py).
+  def missing(self) -> list:
+    return self._svc().missing()
+
+  def env_config_yaml(self, scene: str = "calvin_scene_D") -> str:
+    return self._svc().env_config_yaml(scene)
+
+  def annotations(self, split: str = "training") -> dict:
+    return self._svc().annotations(split)
+
+  def valid_conditions(self, conditions, task: str) -> list:
+    return self._svc().valid_conditions(conditions, task)
+
+  def scripted_demo(self, task, seed, robot_obs, scene_obs, **kwargs) -> dict:
+    return self._svc().scripted_demo(task, seed, robot_obs, scene_obs, **kwargs)
 
   def close(self):
     if self._service is not None:

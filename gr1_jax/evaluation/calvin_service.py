@@ -20,6 +20,15 @@ What it provides (the official protocol's CALVIN pieces, gr1.md section 7):
   env_*                   calvin_env.envs.play_table_env.get_env(<dataset>/validation, show_gui=False,
                           obs_space={rgb_static, rgb_gripper, robot_obs}) - reset/step/get_obs/get_info
   task_success(...)       the task oracle of conf/callbacks/rollout/tasks/new_playtable_tasks.yaml
+For the scripted-demonstration recorder (data_pipelines/calvin/record_demos.py):
+  env_config_yaml(scene)  calvin_env's conf/config_data_collection.yaml (that scene, cameras
+                          static+gripper+tactile) merged with conf/config_rendering.yaml, as
+                          calvin_env.datarenderer.build_rendering_config does: a merged_config.yaml
+  annotations(split)      every instruction per task, conf/annotations/new_playtable.yaml
+                          (training) or new_playtable_validation.yaml (validation)
+  valid_conditions(c, t)  which initial conditions allow task t (multistep_sequences.tasks)
+  scripted_demo(...)      one episode of data_pipelines/calvin/scripted_tasks.py in the env,
+                          judged by the task oracle, with every frame (images, depth, states)
 """
 from __future__ import annotations
 
@@ -35,15 +44,20 @@ import numpy as np
 
 OBS_SPACE = {"rgb_obs": ["rgb_static", "rgb_gripper"], "depth_obs": [], "state_obs": ["robot_obs"],
              "actions": ["rel_actions"], "language": ["language"]}
+RECORD_OBS_SPACE = {"rgb_obs": ["rgb_static", "rgb_gripper"],
+                    "depth_obs": ["depth_static", "depth_gripper"], "state_obs": ["robot_obs"],
+                    "actions": ["rel_actions"], "language": ["language"]}
 TASKS_YAML = "callbacks/rollout/tasks/new_playtable_tasks.yaml"
 ANNOTATIONS_YAML = "annotations/new_playtable_validation.yaml"
+TRAINING_ANNOTATIONS_YAML = "annotations/new_playtable.yaml"
+SCRIPTED_TASKS = Path(__file__).resolve().parents[2] / "data_pipelines" / "calvin" / "scripted_tasks.py"
 
 INSTALL_HINT = (
     "CALVIN is not importable in this Python ({python}): {error}.\n"
     "CALVIN is not on PyPI. Install it from its repositories (see README, 'CALVIN evaluation'):\n"
     "  git clone --recurse-submodules https://github.com/mees/calvin.git && cd calvin\n"
     "  pip install -e calvin_env/tacto -e calvin_env -e calvin_models   (numpy<2, hydra-core 1.3)\n"
-    "or point --calvin_python at an interpreter where it is installed (numpy<2 conflicts with\n"
+    "(or run experiments/calvin_setup.sh SRC_DIR VENV_DIR), or point --calvin_python at an interpreter where it is installed (numpy<2 conflicts with\n"
     "this project's numpy 2; the env then runs in that interpreter as a subprocess).")
 
 
@@ -105,11 +119,13 @@ def receive(stream):
 class CalvinService:
   """CALVIN's sequences, initial states, instructions, environment and task oracle."""
 
-  def __init__(self, dataset_dir: str, calvin_root: str | None = None):
+  def __init__(self, dataset_dir: str, calvin_root: str | None = None, with_depth: bool = False):
     self.dataset_dir = Path(dataset_dir)
     self.calvin_root = calvin_root
+    self.obs_space = RECORD_OBS_SPACE if with_depth else OBS_SPACE
     self._env = None
     self._oracle = None
+    self._scripted = None
 
   @staticmethod
   def _require(module: str):
@@ -133,6 +149,20 @@ class CalvinService:
     raise FileNotFoundError(f"CALVIN's calvin_models/conf (with {TASKS_YAML}) was not found in "
                             f"{[str(p) for p in candidates]}; pass --calvin_root or set CALVIN_ROOT "
                             "to the calvin repository checkout")
+
+  def missing(self) -> list:
+    """What the recorder needs that does not import here: [] or ["calvin_env (ImportError ...)", ...]."""
+    import importlib
+    out = []
+    for module in ("numpy", "pybullet", "hydra", "omegaconf", "pyhash", "calvin_env",
+                   "calvin_agent.evaluation.multistep_sequences"):
+      try:
+        importlib.import_module(module)
+      except Exception as exc:  # noqa: BLE001
+        out.append(f"{module} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+    if not out and int(np.__version__.split(".")[0]) >= 2:
+      out.append(f"numpy<2 (found {np.__version__})")
+    return out
 
   def check(self) -> dict:
     """Imports everything needed and checks the dataset config; returns versions for the log."""
@@ -162,7 +192,7 @@ class CalvinService:
   def _get_env(self):
     if self._env is None:
       get_env = self._require("calvin_env.envs.play_table_env").get_env
-      self._env = get_env(self.dataset_dir / "validation", show_gui=False, obs_space=OBS_SPACE)
+      self._env = get_env(self.dataset_dir / "validation", show_gui=False, obs_space=self.obs_space)
     return self._env
 
   def env_reset(self, robot_obs=None, scene_obs=None):
@@ -183,6 +213,55 @@ class CalvinService:
       tasks_cfg = self._require("omegaconf").OmegaConf.load(conf_dir / TASKS_YAML)
       self._oracle = self._require("hydra.utils").instantiate(tasks_cfg)
     return len(self._oracle.get_task_info_for_set(start_info, current_info, {task})) > 0
+
+  def env_config_yaml(self, scene: str = "calvin_scene_D") -> str:
+    conf = Path(self._require("calvin_env").__file__).resolve().parents[1] / "conf"
+    hydra = self._require("hydra")
+    omegaconf = self._require("omegaconf")
+    overrides = [f"scene={scene}", "cameras=static_gripper_tactile"]
+    hydra.core.global_hydra.GlobalHydra.instance().clear()
+    with hydra.initialize_config_dir(config_dir=str(conf), version_base=None):
+      collection = hydra.compose("config_data_collection", overrides=overrides)
+      rendering = hydra.compose("config_rendering", overrides=["cameras=static_gripper_tactile"])
+    hydra.core.global_hydra.GlobalHydra.instance().clear()
+    plain = lambda cfg: omegaconf.OmegaConf.create(omegaconf.OmegaConf.to_container(cfg))  # not struct
+    merged = omegaconf.OmegaConf.merge(plain(collection), plain(rendering))
+    return omegaconf.OmegaConf.to_yaml(merged)
+
+  def annotations(self, split: str = "training") -> dict:
+    name = {"training": TRAINING_ANNOTATIONS_YAML, "validation": ANNOTATIONS_YAML}[split]
+    annotations = self._require("omegaconf").OmegaConf.load(self.conf_dir() / name)
+    return {task: [str(a) for a in annotations[task]] for task in annotations}
+
+  def valid_conditions(self, conditions, task: str) -> list:
+    seqs = self._require("calvin_agent.evaluation.multistep_sequences")
+    return [bool(seqs.valid_task(dict(c), seqs.tasks[task])) for c in conditions]
+
+  def _scripted_tasks(self):
+    if self._scripted is None:
+      import importlib.util
+      spec = importlib.util.spec_from_file_location("gr1_scripted_tasks", SCRIPTED_TASKS)
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+      self._scripted = module
+    return self._scripted
+
+  def scripted_demo(self, task: str, seed: int, robot_obs, scene_obs, tcp_offset=(0.0, 0.0, 0.0),
+                    max_steps: int = 240, jitter: float = 0.005) -> dict:
+    """One scripted episode from (robot_obs, scene_obs) with the TCP moved by tcp_offset (IK)."""
+    env = self._get_env()
+    robot_obs = np.array(robot_obs, dtype=np.float64)
+    scene_obs = np.array(scene_obs, dtype=np.float64)
+    if np.any(np.asarray(tcp_offset) != 0):
+      p = self._require("pybullet")
+      env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+      target = np.asarray(env.robot.target_pos) + np.asarray(tcp_offset)
+      joints = env.robot.mixed_ik.get_ik(target, p.getQuaternionFromEuler(env.robot.target_orn))
+      robot_obs[7:14] = np.asarray(joints)[:7]
+    return self._scripted_tasks().run_episode(
+        env, lambda: (np.array(env.robot.target_pos), np.array(env.robot.target_orn)),
+        lambda start, now: self.task_success(start, now, task), task, robot_obs, scene_obs, seed,
+        max_steps=max_steps, jitter=jitter)
 
   def make_env(self):
     """The environment as an object with reset / step / get_obs / get_info."""
@@ -217,7 +296,8 @@ class ServiceEnv:
 
 
 METHODS = ("check", "sequences", "initial_state", "instructions", "env_reset", "env_step",
-           "env_get_obs", "env_get_info", "task_success", "close")
+           "env_get_obs", "env_get_info", "task_success", "missing", "env_config_yaml", "annotations",
+           "valid_conditions", "scripted_demo", "close")
 
 
 def serve(in_fd: int, out_fd: int) -> None:

@@ -1,8 +1,8 @@
 """A fake CALVIN: the observation layout and env/oracle interfaces of the real one, no physics.
 
 Env: reset(robot_obs=, scene_obs=) / step(action) -> (obs, reward, done, info) / get_obs / get_info;
-obs = {"rgb_obs": {"rgb_static" (200,200,3) u8, "rgb_gripper" (84,84,3) u8}, "depth_obs": {},
-"robot_obs" (15,) f64, "scene_obs" (24,) f64}. The oracle (CALVIN's Tasks interface,
+obs = {"rgb_obs": {"rgb_static" (200,200,3) u8, "rgb_gripper" (84,84,3) u8}, "depth_obs":
+{"depth_static" (200,200) f32, "depth_gripper" (84,84) f32}, "robot_obs" (15,) f64, "scene_obs" (24,) f64}. The oracle (CALVIN's Tasks interface,
 get_task_info_for_set) declares a task solved once the env has made STEPS_NEEDED[task] steps
 since the subtask's start info; "unsolvable_task" never is. Actions are validated like CALVIN's
 robot does (7 values, gripper exactly +-1).
@@ -13,6 +13,9 @@ import numpy as np
 
 STEPS_NEEDED = {"open_drawer": 3, "move_slider_left": 5, "turn_on_led": 2, "push_red_block_left": 4,
                 "lift_blue_block_table": 6, "unsolvable_task": 10**9}
+# The recorder's extras (scripted_demo, annotations, ...): fixture tasks need these many steps.
+RECORD_STEPS = {"open_drawer": 3, "close_drawer": 4, "move_slider_left": 5, "move_slider_right": 2,
+                "turn_on_led": 2, "turn_off_led": 3, "turn_on_lightbulb": 4, "turn_off_lightbulb": 3}
 CHAINS = [
     ({"led": 0, "drawer": "closed"}, ("open_drawer", "move_slider_left", "turn_on_led",
                                        "push_red_block_left", "lift_blue_block_table")),
@@ -58,7 +61,9 @@ class FakeCalvinEnv:
 
   def get_obs(self):
     return {"rgb_obs": {"rgb_static": self._image(200), "rgb_gripper": self._image(84)},
-            "depth_obs": {}, "robot_obs": self.robot_obs.copy(), "scene_obs": self.scene_obs.copy()}
+            "depth_obs": {"depth_static": np.full((200, 200), 1.0 + self.t / 100, np.float32),
+                          "depth_gripper": np.full((84, 84), 0.5 + self.t / 100, np.float32)},
+            "robot_obs": self.robot_obs.copy(), "scene_obs": self.scene_obs.copy()}
 
   def get_info(self):
     return {"robot_info": {"tcp_pos": self.robot_obs[:3].copy(), "gripper_action": int(self.robot_obs[14])},
@@ -105,6 +110,50 @@ class FakeCalvin:
 
   def close(self):
     pass
+
+
+class FakeRecordingCalvin(FakeCalvin):
+  """FakeCalvin plus what data_pipelines/calvin/record_demos.py asks of CALVIN. The oracle
+  solves task t after steps_needed[t] steps (RECORD_STEPS by default); a task missing there
+  is never solved. fail_after: raise KeyboardInterrupt on that scripted_demo call (a kill)."""
+
+  def __init__(self, dataset_dir: str = "", steps_needed=None, fail_after=None):
+    super().__init__(dataset_dir)
+    self.steps_needed = dict(RECORD_STEPS if steps_needed is None else steps_needed)
+    self.fail_after = fail_after
+    self.calls = []
+
+  def missing(self):
+    return []
+
+  def env_config_yaml(self, scene="calvin_scene_D"):
+    return f"env:\n  _target_: fake\nscene: {scene}\n"
+
+  def annotations(self, split="training"):
+    if split == "validation":
+      return {t: [f"validation: {t.replace('_', ' ')}"] for t in RECORD_STEPS}
+    return {t: [f"{t.replace('_', ' ')} #{i}" for i in range(3)] for t in RECORD_STEPS}
+
+  def sequences(self, num_sequences):
+    return [({"led": i % 2, "drawer": "closed"}, ("open_drawer",)) for i in range(num_sequences)]
+
+  def valid_conditions(self, conditions, task):
+    return [True for _ in conditions]
+
+  def scripted_demo(self, task, seed, robot_obs, scene_obs, tcp_offset=(0, 0, 0), max_steps=240,
+                    jitter=0.005):
+    from data_pipelines.calvin import scripted_tasks
+    if self.fail_after is not None and len(self.calls) >= self.fail_after:
+      raise KeyboardInterrupt("killed")
+    self.calls.append((task, seed))
+    env = self.env = FakeCalvinEnv()
+    needed = self.steps_needed.get(task, 10**9)
+    robot_obs = np.asarray(robot_obs, float).copy()
+    robot_obs[:3] += tcp_offset
+    oracle = lambda start, now: now["scene_info"]["t"] - start["scene_info"]["t"] >= needed
+    return scripted_tasks.run_episode(env, lambda: (env.robot_obs[:3].copy(), env.robot_obs[3:6].copy()),
+                                      oracle, task, robot_obs, scene_obs, seed, max_steps=max_steps,
+                                      jitter=jitter)
 
 
 class ScriptedPolicy:
