@@ -24,3 +24,16 @@ def finetune_xla_cache(tmp_path_factory):
   """One persistent XLA cache for the CLI runs of the training tests (test_train_loop.py,
   test_damaged_checkpoints.py): they compile the same debug program, so the suite pays once."""
   return str(tmp_path_factory.mktemp("xla_cache"))
+
+
+def debug_config(**changes) -> dict:
+  """finetune_calvin.py:debug as a dict, with dotted keys changed: debug_config(**{"mesh.fsdp": 3})."""
+  from experiments.configs import finetune_calvin
+  c = finetune_calvin.get_config("debug").to_dict()
+  for key, value in changes.items():
+    node = c
+    *parents, last = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[last] = value
+  return c

@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from data_pipelines import atomic_dir
 
 # (task id, instruction, tcp direction, gripper closes?)
 TASKS = (
@@ -258,9 +258,7 @@ def make_fake_dataset(out: str | os.PathLike, *, frames: int = 1200, val_frames:
   if out.exists():
     if not overwrite:
       raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-  try:
+  with atomic_dir.building(out) as tmp:
     summary = {
         "training": make_fake_split(tmp / "training", 0, frames, episode_len=episode_len,
                                     segment_len=segment_len, seed=seed, compress=compress),
@@ -268,12 +266,6 @@ def make_fake_dataset(out: str | os.PathLike, *, frames: int = 1200, val_frames:
                                       episode_len=episode_len, segment_len=segment_len,
                                       seed=seed + 1, compress=compress, validation=True),
     }
-    if out.exists():
-      shutil.rmtree(out)
-    tmp.rename(out)
-  finally:
-    if tmp.exists():
-      shutil.rmtree(tmp)
   return summary
 
 

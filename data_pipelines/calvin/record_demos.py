@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipelines import atomic_dir
 from data_pipelines.calvin import make_fake, scripted_tasks
 from gr1_jax.user_errors import UserError
 
@@ -350,13 +350,9 @@ def assemble(work_root, out, tasks, per_task: int, *, val_fraction: float = 0.1,
         splits[split].append((work.demo(task, index), task))
   if not splits["training"]:
     raise RecorderError("no demo for training/")
-  out.parent.mkdir(parents=True, exist_ok=True)
-  for stale in out.parent.glob(f".{out.name}.tmp-*"):
-    shutil.rmtree(stale, ignore_errors=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
   config = (work.root / "validation" / ".hydra" / "merged_config.yaml").read_text()
   summary = {}
-  try:
+  with atomic_dir.building(out) as tmp:
     first = 0
     for split, demos in splits.items():
       if not demos:
@@ -365,12 +361,6 @@ def assemble(work_root, out, tasks, per_task: int, *, val_fraction: float = 0.1,
       end = _write_split(tmp / split, demos, first, meta["annotations"][split], rng, config)
       summary[split] = {"episodes": len(demos), "frames": end - first}
       first = end
-    if out.exists():
-      shutil.rmtree(out)
-    tmp.rename(out)
-  finally:
-    if tmp.exists():
-      shutil.rmtree(tmp)
   return summary
 
 

@@ -7,7 +7,7 @@ from gr1_jax import sharding
 from gr1_jax.training import experiment_config, optimizer
 from gr1_jax.training import train_state as ts
 from gr1_jax.training.train import train_and_evaluate
-from tests.conftest import tiny_config
+from tests.conftest import debug_config, tiny_config
 
 
 def test_mesh_fill_and_errors():
@@ -48,15 +48,7 @@ def test_logical_rules_place_parameters():
   assert not [p for p in paths if "model_clip" in p or "model_mae" in p]
 
 
-def _config(**changes) -> dict:
-  c = finetune_calvin.get_config("debug").to_dict()
-  for key, value in changes.items():
-    node = c
-    *parents, last = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[last] = value
-  return c
+_config = debug_config
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -6,20 +6,12 @@ import os
 
 import pytest
 
-from experiments.configs import finetune_calvin
 from gr1_jax.training import train
 from gr1_jax.user_errors import ConfigError, UserError
+from tests.conftest import debug_config
 
 
-def _config(**changes) -> dict:
-  c = finetune_calvin.get_config("debug").to_dict()
-  for key, value in changes.items():
-    node = c
-    *parents, last = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[last] = value
-  return c
+_config = debug_config
 
 
 def _listing(path):
