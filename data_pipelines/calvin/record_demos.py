@@ -210,11 +210,15 @@ def prepare(backend, work: Work, tasks, settings: dict, log=print) -> dict:
 # ----------------------------------------------------------------------------- recording
 def record(backend, work_root, tasks, per_task: int, *, workers: int = 1, seed: int = 0,
            perturb: float = 0.05, max_steps: int = 240, jitter: float = 0.005,
-           max_attempts: int | None = None, log=print) -> dict:
+           max_attempts: int | None = None, restart=None, max_restarts: int = 5, log=print) -> dict:
   """Makes attempts until every task has per_task accepted demos (or max_attempts attempts).
 
   workers <= 1 plays in this process (one CALVIN service); more use a process pool, each
   worker with its own service. Returns {task: {"accepted": n, "rejected": n, "attempts": n}}.
+  restart: with workers <= 1, a function returning a fresh backend; when the CALVIN service
+  dies mid-attempt (a native crash), the attempt is replayed on a new one (attempts are
+  seeded and written only once complete, so nothing is lost or duplicated), at most
+  max_restarts times in a row.
   """
   work = Work(work_root)
   _check_backend(backend)
@@ -255,12 +259,29 @@ def record(backend, work_root, tasks, per_task: int, *, workers: int = 1, seed: 
         f"{s['rejected']} rejected; {rate:.0f} attempts/h")
 
   if workers <= 1:
-    while True:
-      jobs = list(next_jobs())
-      if not jobs:
-        break
-      for task, index in jobs:
-        finish(run_attempt(backend, work, meta, task, index))
+    from gr1_jax.evaluation.calvin_backend import CalvinServiceDied  # stdlib + numpy only
+    original = backend
+    try:
+      while True:
+        jobs = list(next_jobs())
+        if not jobs:
+          break
+        for task, index in jobs:
+          for crashes in range(max_restarts + 1):
+            try:
+              info = run_attempt(backend, work, meta, task, index)
+              break
+            except CalvinServiceDied as exc:
+              if restart is None or crashes == max_restarts:
+                raise
+              log(f"{task} #{index}: {str(exc).splitlines()[0]}; restarting it and replaying the attempt")
+              if hasattr(backend, "close"):
+                backend.close()
+              backend = restart()
+          finish(info)
+    finally:
+      if backend is not original and hasattr(backend, "close"):
+        backend.close()   # a replacement started here; the caller closes its own
   else:
     import concurrent.futures as cf
     import multiprocessing as mp
@@ -410,11 +431,12 @@ def main(argv=None, backend=None) -> dict:
     tasks = resolve_tasks(args.tasks)
     counts = None
     if not args.assemble_only:
+      restart = None if backend is not None else (lambda: make_backend(args, work_root))
       backend = backend if backend is not None else make_backend(args, work_root)
       try:
         counts = record(backend, work_root, tasks, args.per_task, workers=args.workers, seed=args.seed,
                         perturb=args.perturb, max_steps=args.max_steps, jitter=args.jitter,
-                        max_attempts=args.max_attempts)
+                        max_attempts=args.max_attempts, restart=restart)
       finally:
         if hasattr(backend, "close"):
           backend.close()

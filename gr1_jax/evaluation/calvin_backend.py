@@ -24,6 +24,11 @@ class CalvinServiceError(RuntimeError):
   """An exception raised inside the CALVIN interpreter (its traceback is in the message)."""
 
 
+class CalvinServiceDied(CalvinServiceError):
+  """The CALVIN interpreter exited mid-call (pybullet/EGL crash natively now and then, e.g.
+  glibc's "corrupted double-linked list" after an hour of rendering); a new one can carry on."""
+
+
 class _RemoteService:
   """Client of `calvin_service.serve` running under another Python."""
 
@@ -54,7 +59,7 @@ class _RemoteService:
         reply = calvin_service.receive(self._responses)
       except (EOFError, BrokenPipeError) as exc:
         code = self._proc.poll()
-        raise CalvinServiceError(f"the CALVIN service under {self.python} died (exit code {code}) "
+        raise CalvinServiceDied(f"the CALVIN service under {self.python} died (exit code {code}) "
                                  f"during {method}") from exc
     if reply[0] == "ok":
       return reply[1]

@@ -138,6 +138,33 @@ def test_killed_recording_resumes_without_duplicates(tmp_path):
   assert len(raw.list_frame_ids(out / "training")) == int(np.load(out / "training" / "ep_lens.npy").sum())
 
 
+def test_a_crashed_service_is_replaced_and_the_attempt_replayed(tmp_path):
+  """A native crash of the simulator (seen after ~1 h of EGL rendering) costs one replayed
+  attempt, not the run: the same seeded attempt is played on a fresh service."""
+  first = FakeRecordingCalvin(crash_at=4)
+  spares = [FakeRecordingCalvin(), FakeRecordingCalvin()]
+  _, counts = _record(tmp_path, first, per_task=2, restart=spares.pop)
+  assert {t: c["accepted"] for t, c in counts.items()} == {t: 2 for t in TASKS}
+  assert first.closed and len(first.calls) == 4 and len(spares) == 1
+  work = record_demos.Work(tmp_path / "out.work")
+  assert all(work.done(t) == ([0, 1], []) for t in TASKS)
+  fresh = tmp_path / "fresh"
+  fresh.mkdir()
+  _record(fresh, FakeRecordingCalvin(), per_task=2)
+  for task in TASKS:   # the replayed attempt is the one an uncrashed run makes
+    for index in range(2):
+      a, _ = record_demos._load_demo(work.demo(task, index))
+      b, _ = record_demos._load_demo(record_demos.Work(fresh / "out.work").demo(task, index))
+      assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_service_that_keeps_dying_stops_the_run(tmp_path):
+  from gr1_jax.evaluation.calvin_backend import CalvinServiceDied
+  with pytest.raises(CalvinServiceDied):
+    _record(tmp_path, FakeRecordingCalvin(crash_at=0), per_task=1, max_restarts=2,
+            restart=lambda: FakeRecordingCalvin(crash_at=0))
+
+
 def test_changed_settings_are_refused(tmp_path):
   _record(tmp_path, FakeRecordingCalvin(), per_task=1)
   with pytest.raises(record_demos.RecorderError, match="other settings"):

@@ -117,11 +117,16 @@ class FakeRecordingCalvin(FakeCalvin):
   solves task t after steps_needed[t] steps (RECORD_STEPS by default); a task missing there
   is never solved. fail_after: raise KeyboardInterrupt on that scripted_demo call (a kill)."""
 
-  def __init__(self, dataset_dir: str = "", steps_needed=None, fail_after=None):
+  def __init__(self, dataset_dir: str = "", steps_needed=None, fail_after=None, crash_at=None):
     super().__init__(dataset_dir)
     self.steps_needed = dict(RECORD_STEPS if steps_needed is None else steps_needed)
     self.fail_after = fail_after
+    self.crash_at = crash_at   # the service "dies" (CalvinServiceDied) on this scripted_demo call
     self.calls = []
+    self.closed = False
+
+  def close(self):
+    self.closed = True
 
   def missing(self):
     return []
@@ -145,6 +150,9 @@ class FakeRecordingCalvin(FakeCalvin):
     from data_pipelines.calvin import scripted_tasks
     if self.fail_after is not None and len(self.calls) >= self.fail_after:
       raise KeyboardInterrupt("killed")
+    if self.crash_at is not None and len(self.calls) == self.crash_at:
+      from gr1_jax.evaluation.calvin_backend import CalvinServiceDied
+      raise CalvinServiceDied("the CALVIN service under fake died (exit code -6) during scripted_demo")
     self.calls.append((task, seed))
     env = self.env = FakeCalvinEnv()
     needed = self.steps_needed.get(task, 10**9)
