@@ -25,6 +25,9 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
 os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-4")
+# libtpu takes a machine-wide lock meant for processes sharing real chips; compiling touches
+# no chip, so several compiles (one per slice) may run side by side.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 from absl import app, flags
 from ml_collections import config_flags
