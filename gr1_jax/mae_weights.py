@@ -32,14 +32,14 @@ PARAMS_FILE, CONFIG_FILE = "mae_params.npz", "mae.json"
 MATCHED_FIELDS = ("image_size", "patch_size", "width", "depth", "heads", "mlp_dim", "ln_eps")
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
+def _flatten(tree: Mapping, prefix: str = "", leaf=np.asarray) -> dict[str, Any]:
   out = {}
   for key, value in tree.items():
     name = f"{prefix}{key}"
     if isinstance(value, Mapping):
-      out.update(_flatten(value, name + "/"))
+      out.update(_flatten(value, name + "/", leaf))
     else:
-      out[name] = np.asarray(value)
+      out[name] = leaf(value)
   return out
 
 
@@ -108,15 +108,8 @@ def load_into(directory: str, model: MAEConfig, like: Mapping) -> dict:
   return _unflatten({k: got[k].astype(np.float32) for k in want})
 
 
-def _flatten_shapes(tree: Mapping, prefix: str = "") -> dict[str, tuple]:
-  out = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, Mapping):
-      out.update(_flatten_shapes(value, name + "/"))
-    else:
-      out[name] = tuple(value.shape)
-  return out
+def _flatten_shapes(tree: Mapping) -> dict[str, tuple]:
+  return _flatten(tree, leaf=lambda value: tuple(value.shape))
 
 
 def replace_in_frozen(directory: str, model: MAEConfig, frozen: Mapping, frozen_layout: Mapping) -> dict:

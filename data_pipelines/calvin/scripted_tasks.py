@@ -102,6 +102,17 @@ def _block_yaw(scene_obs, offset):
   return (yaw - (PI / 2 - PI / 4)) % (PI / 2) + (PI / 2 - PI / 4)
 
 
+def _grasp_and_move(handle, move, orn) -> list[Waypoint]:
+  """Above the handle, down, close, drag by `move`, open, up: the drawer's and the slider's script."""
+  up = np.array([0, 0, 1.0])
+  return [Waypoint(handle + 0.08 * up, orn, OPEN, tcp_tol=0.03),
+          Waypoint(handle, orn, OPEN, tcp_tol=0.01),
+          Waypoint(handle, orn, CLOSE, hold=6, tcp_tol=1.0),
+          Waypoint(handle + move, orn, CLOSE, tcp_tol=0.01, max_steps=80),
+          Waypoint(handle + move, orn, OPEN, hold=5, tcp_tol=1.0),
+          Waypoint(handle + move + 0.1 * up, orn, OPEN)]
+
+
 def make_script(task: str, robot_obs, scene_obs, rng: np.random.Generator, *,
                 jitter: float = 0.005) -> Script:
   """The waypoints of `task` from this start state; rng draws waypoint offsets and speed."""
@@ -114,23 +125,13 @@ def make_script(task: str, robot_obs, scene_obs, rng: np.random.Generator, *,
     handle = DRAWER_HANDLE + [0, -s, 0] + j() * [1, 0.5, 0.5]
     sign = -1.0 if task == "open_drawer" else 1.0
     pull = np.array([0, sign * 0.2, 0])
-    wps = [Waypoint(handle + 0.08 * up, ORN_DRAWER, OPEN, tcp_tol=0.03),
-           Waypoint(handle, ORN_DRAWER, OPEN, tcp_tol=0.01),
-           Waypoint(handle, ORN_DRAWER, CLOSE, hold=6, tcp_tol=1.0),
-           Waypoint(handle + pull, ORN_DRAWER, CLOSE, tcp_tol=0.01, max_steps=80),
-           Waypoint(handle + pull, ORN_DRAWER, OPEN, hold=5, tcp_tol=1.0),
-           Waypoint(handle + pull + 0.1 * up, ORN_DRAWER, OPEN)]
+    wps = _grasp_and_move(handle, pull, ORN_DRAWER)
   elif task in ("move_slider_left", "move_slider_right"):
     s = scene_obs[0]
     handle = SLIDER_HANDLE + [-s, 0, 0] + j() * [0.5, 0.5, 1]
     sign = -1.0 if task == "move_slider_left" else 1.0
     slide = np.array([sign * 0.22, 0, 0])
-    wps = [Waypoint(handle + 0.08 * up, ORN_NEUTRAL, OPEN, tcp_tol=0.03),
-           Waypoint(handle, ORN_NEUTRAL, OPEN, tcp_tol=0.01),
-           Waypoint(handle, ORN_NEUTRAL, CLOSE, hold=6, tcp_tol=1.0),
-           Waypoint(handle + slide, ORN_NEUTRAL, CLOSE, tcp_tol=0.01, max_steps=80),
-           Waypoint(handle + slide, ORN_NEUTRAL, OPEN, hold=5, tcp_tol=1.0),
-           Waypoint(handle + slide + 0.1 * up, ORN_NEUTRAL, OPEN)]
+    wps = _grasp_and_move(handle, slide, ORN_NEUTRAL)
   elif task in ("turn_on_led", "turn_off_led"):
     top = BUTTON_TOP + j() * [1, 1, 0]
     wps = [Waypoint(top + 0.06 * up, ORN_NEUTRAL, CLOSE, tcp_tol=0.02),
