@@ -1,8 +1,14 @@
-"""CALVIN long-horizon evaluation of a GR-1 checkpoint (the official protocol).
+"""CALVIN evaluation of a GR-1 checkpoint: the official long-horizon protocol, or per task.
 
     python -m experiments.evaluate_calvin --checkpoint CKPT_DIR --dataset_dir /data/task_ABC_D \
         [--num_sequences 1000] [--workers N] [--record_video] [--output results.json] \
         [--calvin_python /opt/calvin-venv/bin/python]
+    python -m experiments.evaluate_calvin --protocol tasks --tasks fixtures,lift_red_block_table \
+        --episodes_per_task 20 --checkpoint CKPT_DIR --dataset_dir /data/scripted_D ...
+
+--protocol tasks (gr1_jax/evaluation/calvin_tasks.py) runs each task alone from CALVIN's
+initial states that allow it, with the same loop, budget, oracle and instruction as a chain's
+subtask, and reports per-task success and its means (all, fixtures, blocks).
 
 Chains come from CALVIN's own get_sequences(num_sequences); each subtask gets
 360 env steps, the policy is reset per subtask, success is CALVIN's task oracle,
@@ -40,11 +46,35 @@ def _load_backend(spec: str, dataset_dir: str):
   return getattr(importlib.import_module(module), name)(dataset_dir)
 
 
+def _task_groups() -> dict:
+  from data_pipelines.calvin import scripted_tasks
+  return {"fixtures": scripted_tasks.FIXTURE_TASKS, "blocks": scripted_tasks.BLOCK_TASKS}
+
+
+def _resolve_tasks(spec: str, instructions: dict) -> list[str]:
+  """fixtures / blocks / task names -> CALVIN task names that have a validation instruction."""
+  tasks = []
+  for part in spec.split(","):
+    for task in _task_groups().get(part, [part]):
+      if task not in instructions:
+        raise UserError(f"--tasks: {task!r} is not a CALVIN task with a validation instruction; "
+                        f"choose fixtures, blocks or from {', '.join(sorted(instructions))}")
+      if task not in tasks:
+        tasks.append(task)
+  return tasks
+
+
 def parse_args(argv=None):
   parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   parser.add_argument("--checkpoint", required=True, help="checkpoint directory or training workdir")
   parser.add_argument("--dataset_dir", required=True, help="CALVIN split directory (holds validation/)")
+  parser.add_argument("--protocol", choices=("chains", "tasks"), default="chains",
+                      help="chains: CALVIN's official 5-task chains; tasks: each task alone")
+  parser.add_argument("--tasks", default="fixtures",
+                      help="--protocol tasks: fixtures, blocks, or comma-separated CALVIN task names")
+  parser.add_argument("--episodes_per_task", type=int, default=20, help="--protocol tasks")
+  parser.add_argument("--seed", type=int, default=0, help="--protocol tasks: draws the initial states")
   parser.add_argument("--num_sequences", type=int, default=1000,
                       help="evaluate the first N chains of the official list")
   parser.add_argument("--sequence_pool", type=int, default=1000,
@@ -70,7 +100,8 @@ def parse_args(argv=None):
                            "(tests use a fake simulator)")
   parser.add_argument("--quiet", action="store_true")
   args = parser.parse_args(argv)
-  for name in ("num_sequences", "workers", "ep_len", "execute_actions", "sequence_pool"):
+  for name in ("num_sequences", "workers", "ep_len", "execute_actions", "sequence_pool",
+               "episodes_per_task"):
     if getattr(args, name) < 1:
       parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
   if args.sequence_pool < args.num_sequences:
@@ -81,7 +112,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
   args = parse_args(argv)
   cli.existing_path("--checkpoint", args.checkpoint, "a checkpoint directory or a training workdir")
-  from gr1_jax.evaluation import calvin_rollout
+  from gr1_jax.evaluation import calvin_rollout, calvin_tasks
   from gr1_jax.evaluation.calvin_backend import CalvinBackend
   from gr1_jax.evaluation.calvin_service import CalvinNotInstalledError
   from gr1_jax.model_checkpoint import load_config, resolve_checkpoint_dir
@@ -115,16 +146,29 @@ def main(argv=None) -> dict:
     print(f"CALVIN backend ready: {info}", flush=True)
 
   factory = functools.partial(_policy_factory, checkpoint, args.step, args.execute_actions, args.mode)
+  metadata = {"checkpoint": checkpoint, "dataset_dir": os.path.abspath(args.dataset_dir),
+              "execute_actions": args.execute_actions, "policy_mode": args.mode, "backend": info}
+  if args.protocol == "tasks":
+    try:
+      tasks = _resolve_tasks(args.tasks, backend.instructions())
+      summary = calvin_tasks.evaluate_tasks(
+          backend, factory, tasks, episodes_per_task=args.episodes_per_task, seed=args.seed,
+          workers=args.workers, ep_len=args.ep_len, groups=_task_groups(),
+          video_dir=video_dir, output=output, progress_dir=os.path.splitext(output)[0] + ".progress",
+          metadata=metadata, verbose=not args.quiet)
+    finally:
+      backend.close()
+    if not args.quiet:
+      print(calvin_tasks.format_task_summary(summary))
+      print(f"wrote {output}" + (f"; videos in {video_dir}" if video_dir else ""))
+    return summary
   try:
     summary = calvin_rollout.evaluate(
         backend, factory, num_sequences=args.num_sequences, sequence_pool=args.sequence_pool,
         workers=args.workers, ep_len=args.ep_len,
         video_dir=video_dir, output=output,
         progress_dir=os.path.splitext(output)[0] + ".progress",
-        metadata={"checkpoint": checkpoint, "dataset_dir": os.path.abspath(args.dataset_dir),
-                  "execute_actions": args.execute_actions, "policy_mode": args.mode,
-                  "backend": info},
-        verbose=not args.quiet)
+        metadata=metadata, verbose=not args.quiet)
   finally:
     backend.close()
   if not args.quiet:

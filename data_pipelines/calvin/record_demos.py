@@ -188,10 +188,8 @@ def prepare(backend, work: Work, tasks, settings: dict, log=print) -> dict:
     config = backend.env_config_yaml(SCENE)
     _atomic_write(merged, lambda tmp: Path(tmp).write_text(config))
     log(f"CALVIN's initial conditions: get_sequences({NUM_SEQUENCES}) (takes a minute or more)")
-    pool = []
-    for condition, _ in backend.sequences(NUM_SEQUENCES):
-      if dict(condition) not in pool:
-        pool.append(dict(condition))
+    from gr1_jax.evaluation.calvin_tasks import initial_conditions  # numpy only
+    pool = initial_conditions(backend, NUM_SEQUENCES)
     meta = dict(settings, condition_pool=pool, conditions={},
                 annotations={"training": backend.annotations("training"),
                              "validation": backend.annotations("validation")})

@@ -16,6 +16,12 @@ Variants:
   demo       the pretrain demo's model in the fine-tuning layout, on fake raw CALVIN data
              it generates under --config.data.path (default /tmp/gr1_demo/calvin) if
              absent; init_from the pretrain demo's workdir.
+  mini       CPU-scale GR-1 (configs/train_base.apply_mini_model) for the closed-loop runs
+             on scripted scene-D demonstrations (docs/calvin_closed_loop.md): batch 32,
+             4000 steps, read straight from the recorded CALVIN-layout split:
+             python -m experiments.finetune --config experiments/configs/finetune_calvin.py:mini \
+                 --workdir /runs/mini_D --config.data.path=/data/scripted_D \
+                 --config.mae_from=/runs/mae_D
   debug      tiny model on synthetic batches, a few steps (tests).
 """
 from __future__ import annotations
@@ -36,9 +42,17 @@ def get_config(variant: str = "default"):
   elif variant == "demo":
     train_base.apply_demo(c, num_train_steps=200)
     c.data.update(name="calvin_raw", path="/tmp/gr1_demo/calvin", augment=True, generate_demo_data=True)
+  elif variant == "mini":
+    train_base.apply_mini_model(c.model)
+    c.batch_size = 32
+    c.num_train_steps = 4000
+    c.optimizer.update(learning_rate=1e-3, warmup_steps=200)
+    c.data.update(name="calvin_raw", path="", augment=True, worker_count=1)
+    c.log_every, c.eval_every, c.image_every, c.checkpoint_every = 50, 500, 2000, 500
+    c.eval_batches = 4
   elif variant == "debug":
     train_base.apply_debug(c, "tiny")
   else:
     raise ValueError(f"unknown variant {variant!r} of experiments/configs/finetune_calvin.py; "
-                     "choose default, demo or debug")
+                     "choose default, demo, mini or debug")
   return c

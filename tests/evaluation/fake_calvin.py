@@ -105,6 +105,11 @@ class FakeCalvin:
     self.env = FakeCalvinEnv()
     return self.env
 
+  def valid_conditions(self, conditions, task):
+    """CALVIN's valid_task in miniature: open_drawer needs it closed, turn_on_led needs it off."""
+    rule = {"open_drawer": lambda c: c["drawer"] == "closed", "turn_on_led": lambda c: c["led"] == 0}
+    return [bool(rule.get(task, lambda c: True)(dict(c))) for c in conditions]
+
   def task_success(self, start_info, current_info, task):
     return len(FakeTasks().get_task_info_for_set(start_info, current_info, {task})) > 0
 
