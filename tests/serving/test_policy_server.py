@@ -8,6 +8,7 @@ the event loop does while an inference runs.
 from __future__ import annotations
 
 import gc
+import socket
 import threading
 import time
 import types
@@ -23,7 +24,7 @@ from gr1_jax.model_checkpoint import numpy_params, save_model_checkpoint
 from gr1_jax.modules.gr1 import GR1
 from gr1_jax.policy import GR1Policy
 from gr1_jax.serving import msgpack_numpy
-from gr1_jax.serving.policy_server import BackgroundServer, ObsKeys, PolicyServer
+from gr1_jax.serving.policy_server import BackgroundServer, ObsKeys, PolicyServer, ServerStartError
 from tests.conftest import tiny_config
 
 websocket_client_policy = pytest.importorskip(
@@ -305,3 +306,15 @@ def test_execute_actions_k_replies_with_one_model_call_of_k_actions(fake):
     np.testing.assert_array_equal(actions[:, :2], [[frame, 0], [frame, 1], [frame, 2]])
   assert c.infer({"reset": True})["reset"] is True
   assert c.infer(fake_request())["actions"][0, 0] == 1     # the reset emptied the queue and the history
+
+
+def test_a_taken_port_is_a_one_line_user_error():
+  shared = types.SimpleNamespace(delay_s=0.0, active=0, max_active=0, started=threading.Event(),
+                                 guard=threading.Lock(), forks=[])
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with pytest.raises(ServerStartError, match=f"cannot listen on 127.0.0.1:{port}: address already in use"):
+      with BackgroundServer(PolicyServer(FakePolicy(shared)), port=port):
+        pass
