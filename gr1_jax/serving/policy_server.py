@@ -29,7 +29,9 @@ arrays encoded as in gr1_jax/serving/msgpack_numpy.py):
   * a request the server cannot use (not msgpack, a text frame, a missing key, an image of the
     wrong shape or dtype, an empty prompt, ...) is answered with a TEXT frame
     "bad request: <reason naming the key>"; openpi's client raises RuntimeError with that text.
-    The history is left as it was and the connection stays open for the next request;
+    The history is left as it was (except that a request with a new prompt which only the
+    policy itself rejects, e.g. a gripper value not +-1, has already cleared it) and the
+    connection stays open for the next request;
   * a server-side bug is answered with a text frame holding the traceback, and the connection
     is closed with code 1011 (internal error).
 server_timing (milliseconds): infer_ms = the policy call, wait_ms = the wait for the model
@@ -124,8 +126,8 @@ class PolicyServer:
 
   policy: a GR1Policy (or anything with its interface: step, reset, fork, static_shape,
   gripper_shape, robot_obs_dim, execute_actions, config.use_hand_rgb).
-  warmup: run one step on a blank observation now, so that the first client does not pay
-  the compilation (the server listens only after this).
+  warmup: run warm_up() now, so that no client pays a compilation (the server listens
+  only after this).
   """
 
   def __init__(self, policy, *, obs_keys: ObsKeys = ObsKeys(), metadata: Mapping[str, Any] | None = None,
