@@ -37,6 +37,7 @@ GR1-Training's evaluator). Default m = 1: one model call per step (official).
 """
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Mapping
 from typing import Any
@@ -265,6 +266,20 @@ class GR1Policy:
                for k in range(self.execute_actions)]
     self._queue = actions[1:]
     return actions[0]
+
+  def fork(self) -> "GR1Policy":
+    """A policy with its own, empty history that shares this one's parameters, compiled
+    functions and language-feature cache: no copy of the weights and no recompilation.
+
+    For several concurrent episodes on one model (gr1_jax/serving). The forks must not
+    step at the same time from different threads (they share the cache of instruction
+    features and the trace / encoder counters); one lock around step() suffices.
+    """
+    if self.mode == "full":
+      self._preprocess_jit   # noqa: B018 - create the jitted preprocessing once, for every fork to share
+    other = copy.copy(self)   # shallow: graphdef, params, jitted callables, caches and counters shared
+    other.reset()             # ... but a history of its own (reset() assigns fresh per-episode state)
+    return other
 
   @property
   def steps_seen(self) -> int:

@@ -198,6 +198,26 @@ def test_action_chunking_executes_the_first_m_of_k():
     GR1Policy(model, execute_actions=4)
 
 
+@pytest.mark.parametrize("mode", ["cached", "full"])
+def test_fork_has_its_own_history_and_shares_the_compiled_step(mode):
+  model = flax_model(tiny_config(), seed=4)
+  policy = GR1Policy(model, mode=mode)
+  fork = policy.fork()
+  rng = np.random.default_rng(4)
+  steps = 12 if mode == "cached" else 4
+  episodes = [[random_obs(rng) for _ in range(steps)] for _ in range(2)]
+  got = ([], [])
+  for obs_a, obs_b in zip(*episodes):                 # interleaved: a step of each in turn
+    got[0].append(policy.step(obs_a, INSTRUCTION))
+    got[1].append(fork.step(obs_b, "open the drawer"))
+  assert policy.steps_seen == fork.steps_seen == steps
+  for p, goal, episode, actions in zip((policy, policy), (INSTRUCTION, "open the drawer"), episodes, got):
+    p.reset()                                          # one history at a time: the reference
+    np.testing.assert_array_equal(np.stack(actions), np.stack([p.step(o, goal) for o in episode]))
+  assert fork.trace_counts is policy.trace_counts and policy.trace_counts[
+      "step" if mode == "cached" else "full"] == 1
+
+
 def test_from_checkpoint_and_config_errors(tmp_path):
   cfg = tiny_config()
   model = flax_model(cfg, seed=4)
