@@ -16,9 +16,9 @@ Variants:
   demo       the pretrain demo's model in the fine-tuning layout, on fake raw CALVIN data
              it generates under --config.data.path (default /tmp/gr1_demo/calvin) if
              absent; init_from the pretrain demo's workdir.
-  mini       CPU-scale GR-1 (configs/train_base.apply_mini_model) for the closed-loop runs
-             on scripted scene-D demonstrations (docs/calvin_closed_loop.md): batch 32,
-             4000 steps, read straight from the recorded CALVIN-layout split:
+  mini       CPU-scale GR-1 (configs/gr1_model.py:mini) for the closed-loop runs
+             on scripted scene-D demonstrations (docs/calvin_closed_loop.md): batch 16,
+             2500 steps, read straight from the recorded CALVIN-layout split:
              python -m experiments.finetune --config experiments/configs/finetune_calvin.py:mini \
                  --workdir /runs/mini_D --config.data.path=/data/scripted_D \
                  --config.mae_from=/runs/mae_D
@@ -43,9 +43,9 @@ def get_config(variant: str = "default"):
     train_base.apply_demo(c, num_train_steps=200)
     c.data.update(name="calvin_raw", path="/tmp/gr1_demo/calvin", augment=True, generate_demo_data=True)
   elif variant == "mini":
-    train_base.apply_mini_model(c.model)
-    c.batch_size = 32
-    c.num_train_steps = 4000
+    c.model = gr1_model.get_config("mini")
+    c.batch_size = 16
+    c.num_train_steps = 2500
     c.optimizer.update(learning_rate=1e-3, warmup_steps=200)
     c.data.update(name="calvin_raw", path="", augment=True, worker_count=1)
     c.log_every, c.eval_every, c.image_every, c.checkpoint_every = 50, 500, 2000, 500

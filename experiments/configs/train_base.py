@@ -67,25 +67,6 @@ def apply_demo(c: ml_collections.ConfigDict, num_train_steps: int) -> None:
   c.eval_batches = 2
 
 
-def apply_mini_model(model: ml_collections.ConfigDict) -> None:
-  """GR-1 at CPU scale for closed-loop CALVIN runs (docs/calvin_closed_loop.md).
-
-  Every token group, query token and head of the official layout and its 10-step window, at
-  about 1/10 of the widths: 96-px frames (CALVIN's 200-px static and 84-px wrist views are
-  resized on device, as the official model resizes to 224). Both frozen encoders are small
-  and randomly initialised because CLIP's and MAE's released weights cannot be downloaded
-  here: the MAE is then pre-trained on the run's own frames (experiments/pretrain_mae.py,
-  loaded through config.mae_from) and the text encoder stays random, so instructions are
-  told apart by their tokens, not by meaning (paraphrases are not expected to carry over).
-  """
-  model.hidden_size, model.num_layers, model.num_heads, model.mlp_dim = 128, 4, 4, 512
-  model.clip.update(width=128, layers=2, heads=4, embed_dim=128)
-  model.mae.update(image_size=96, patch_size=16, width=128, depth=2, heads=4, mlp_dim=512)
-  model.resampler.update(depth=1, dim_head=32, heads=4, num_latents=9)
-  model.decoder.update(depth=1, heads=4)
-  model.dtype = "float32"
-
-
 def apply_debug(c: ml_collections.ConfigDict, model_variant: str) -> None:
   """Tiny model on synthetic batches: seconds per run, for tests."""
   c.model = gr1_model.get_config(model_variant)   # float32
