@@ -75,6 +75,10 @@ def parse_args(argv=None):
                       help="--protocol tasks: fixtures, blocks, or comma-separated CALVIN task names")
   parser.add_argument("--episodes_per_task", type=int, default=20, help="--protocol tasks")
   parser.add_argument("--seed", type=int, default=0, help="--protocol tasks: draws the initial states")
+  parser.add_argument("--instructions", choices=("validation", "training"), default="validation",
+                      help="--protocol tasks: CALVIN's evaluation string per task (official), or the "
+                           "first of its training strings (new_playtable.yaml), to tell a policy that "
+                           "fails from a text encoder that does not carry over to paraphrases")
   parser.add_argument("--num_sequences", type=int, default=1000,
                       help="evaluate the first N chains of the official list")
   parser.add_argument("--sequence_pool", type=int, default=1000,
@@ -150,12 +154,15 @@ def main(argv=None) -> dict:
               "execute_actions": args.execute_actions, "policy_mode": args.mode, "backend": info}
   if args.protocol == "tasks":
     try:
-      tasks = _resolve_tasks(args.tasks, backend.instructions())
+      instructions = backend.instructions()
+      tasks = _resolve_tasks(args.tasks, instructions)
+      if args.instructions == "training":
+        instructions = {task: texts[0] for task, texts in backend.annotations("training").items()}
       summary = calvin_tasks.evaluate_tasks(
           backend, factory, tasks, episodes_per_task=args.episodes_per_task, seed=args.seed,
-          workers=args.workers, ep_len=args.ep_len, groups=_task_groups(),
+          workers=args.workers, ep_len=args.ep_len, groups=_task_groups(), instructions=instructions,
           video_dir=video_dir, output=output, progress_dir=os.path.splitext(output)[0] + ".progress",
-          metadata=metadata, verbose=not args.quiet)
+          metadata=dict(metadata, instructions=args.instructions), verbose=not args.quiet)
     finally:
       backend.close()
     if not args.quiet:

@@ -86,13 +86,17 @@ def format_task_summary(summary: dict) -> str:
 
 def evaluate_tasks(backend, policy_factory, tasks: Sequence[str], *, episodes_per_task: int = 20,
                    seed: int = 0, workers: int = 1, ep_len: int = calvin_rollout.EP_LEN,
-                   groups: dict | None = None, video_dir: str | None = None,
+                   groups: dict | None = None, instructions: dict | None = None,
+                   video_dir: str | None = None,
                    output: str | None = None, progress_dir: str | None = None,
                    metadata: dict | None = None, verbose: bool = True) -> dict:
-  """Runs every task's episodes over `workers` processes; writes and returns the summary."""
+  """Runs every task's episodes over `workers` processes; writes and returns the summary.
+
+  instructions: {task: text}; default backend.instructions() (CALVIN's validation strings)."""
   start = time.perf_counter()
   episodes = task_episodes(backend, tasks, episodes_per_task, seed=seed)
-  results = calvin_rollout.run_chains(backend, policy_factory, episodes, backend.instructions(),
+  instructions = backend.instructions() if instructions is None else instructions
+  results = calvin_rollout.run_chains(backend, policy_factory, episodes, instructions,
                                       workers=workers, ep_len=ep_len, video_dir=video_dir,
                                       progress_dir=progress_dir, verbose=verbose)
   summary = summarize_tasks(results, groups)

@@ -80,3 +80,14 @@ def test_cli_tasks_protocol_with_a_tiny_checkpoint(tmp_path):
         "--protocol", "tasks", "--tasks", "open_drawer,open_the_door", "--checkpoint", ckpt,
         "--dataset_dir", str(tmp_path), "--output", str(tmp_path / "x.json"), "--quiet",
         "--backend", "tests.evaluation.fake_calvin:FakeCalvin"])
+
+
+def test_instructions_override_the_validation_strings():
+  backend, policy = FakeCalvin(), ScriptedPolicy()
+  calvin_tasks.evaluate_tasks(backend, lambda: policy, ("turn_on_led",), episodes_per_task=2, ep_len=3,
+                              verbose=False)
+  assert set(policy.goals) == {"please turn on led"}
+  policy.goals.clear()
+  calvin_tasks.evaluate_tasks(backend, lambda: policy, ("turn_on_led",), episodes_per_task=2, ep_len=3,
+                              instructions={"turn_on_led": "switch the green lamp on"}, verbose=False)
+  assert set(policy.goals) == {"switch the green lamp on"} and len(policy.goals) == 4
