@@ -1,0 +1,122 @@
+"""Closed loop on CALVIN's own simulator in one command: record -> MAE -> fine-tune -> evaluate.
+
+    python -m experiments.calvin_closed_loop --out /runs/closed_loop_D \\
+        --calvin_python /opt/calvin_venv/bin/python --calvin_root /opt/calvin_src/calvin \\
+        [--tasks fixtures] [--per_task 40] [--workers 2] [--seed 0] [--train_steps 2500] \\
+        [--episodes_per_task 20] [--finetune_flag=--config.batch_size=16 ...]
+
+Stages (each one a process of its own, run through its own entry point; docs/calvin_closed_loop.md):
+  1 record    data_pipelines.calvin.record_demos: scripted scene-D demonstrations, kept only if
+              CALVIN's oracle says solved, in CALVIN's dataset layout -> OUT/data
+  2 mae       experiments.pretrain_mae: the frozen MAE of finetune_calvin.py:mini, trained on
+              OUT/data's frames -> OUT/mae
+  3 finetune  experiments.finetune --config finetune_calvin.py:mini -> OUT/finetune_seed<S>
+  4 evaluate  experiments.evaluate_calvin --protocol tasks, with CALVIN's validation
+              instructions and with a training instruction -> OUT/eval_seed<S>/{validation,training}.json
+
+Resumable: a stage that finished leaves OUT/.stages/<name>.json (its command and wall time) and
+is skipped on a re-run; an interrupted stage is run again and resumes itself (the recorder
+skips attempts already made, fine-tuning restarts from its last checkpoint). Every stage prints
+its own progress: the recorder its acceptance counts and rate, fine-tuning its step and ETA,
+the evaluation one line per episode. OUT/stages.json sums up the wall time per stage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from experiments import cli
+from gr1_jax.atomic_files import write_json
+from gr1_jax.user_errors import UserError
+
+CONFIG = "experiments/configs/finetune_calvin.py:mini"
+
+
+def stage_commands(args) -> list[tuple[str, list[str]]]:
+  out = os.path.abspath(args.out)
+  data, mae = os.path.join(out, "data"), os.path.join(out, "mae")
+  run = os.path.join(out, f"finetune_seed{args.seed}")
+  evals = os.path.join(out, f"eval_seed{args.seed}")
+  calvin = ["--calvin_python", args.calvin_python, "--calvin_root", args.calvin_root]
+  py = [sys.executable, "-m"]
+  stages = [
+      ("record", py + ["data_pipelines.calvin.record_demos", "--out", data, "--tasks", args.tasks,
+                       "--per_task", str(args.per_task), "--workers", str(args.workers)] + calvin),
+      ("mae", py + ["experiments.pretrain_mae", "--config", CONFIG, f"--config.data.path={data}",
+                    "--out", mae, "--steps", str(args.mae_steps)]),
+      ("finetune", py + ["experiments.finetune", "--config", CONFIG, "--workdir", run,
+                         f"--config.data.path={data}", f"--config.mae_from={mae}",
+                         f"--config.seed={args.seed}", f"--config.num_train_steps={args.train_steps}"]
+                   + list(args.finetune_flag)),
+  ]
+  for instructions in ("validation", "training"):
+    stages.append((f"evaluate_{instructions}", py + [
+        "experiments.evaluate_calvin", "--protocol", "tasks", "--tasks", args.tasks,
+        "--episodes_per_task", str(args.episodes_per_task), "--instructions", instructions,
+        "--checkpoint", run, "--dataset_dir", data, "--workers", str(args.workers),
+        "--output", os.path.join(evals, f"{instructions}.json")] + calvin))
+  return stages
+
+
+def run_stages(args, runner=subprocess.run, log=print) -> dict:
+  out = os.path.abspath(args.out)
+  marks = os.path.join(out, ".stages")
+  os.makedirs(marks, exist_ok=True)
+  stages = stage_commands(args)
+  times = {}
+  for number, (name, command) in enumerate(stages, 1):
+    mark = os.path.join(marks, f"{name}.json")
+    if os.path.exists(mark):
+      with open(mark) as f:
+        times[name] = json.load(f)["seconds"]
+      log(f"[{number}/{len(stages)}] {name}: done before ({times[name] / 60:.1f} min), skipped")
+      continue
+    log(f"[{number}/{len(stages)}] {name}: {shlex.join(command)}", flush=True)
+    start = time.time()
+    result = runner(command, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if result.returncode != 0:
+      raise UserError(f"stage {name} failed (exit {result.returncode}); fix the cause and re-run the "
+                      f"same command: finished stages are skipped and this one resumes")
+    times[name] = time.time() - start
+    write_json(mark, {"command": command, "seconds": times[name]})
+    log(f"[{number}/{len(stages)}] {name}: {times[name] / 60:.1f} min", flush=True)
+  write_json(os.path.join(out, "stages.json"), {"seconds": times, "total_seconds": sum(times.values())})
+  return times
+
+
+def parse_args(argv=None):
+  parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  parser.add_argument("--out", required=True, help="directory for the data, the runs and the results")
+  parser.add_argument("--calvin_python", required=True, help="python of the CALVIN venv (experiments/calvin_setup.sh)")
+  parser.add_argument("--calvin_root", required=True, help="the calvin repository checkout")
+  parser.add_argument("--tasks", default="fixtures", help="fixtures, blocks, all or task names (record and evaluate)")
+  parser.add_argument("--per_task", type=int, default=40, help="demonstrations per task")
+  parser.add_argument("--workers", type=int, default=2, help="simulator processes (record and evaluate)")
+  parser.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
+  parser.add_argument("--mae_steps", type=int, default=1500)
+  parser.add_argument("--train_steps", type=int, default=2500)
+  parser.add_argument("--episodes_per_task", type=int, default=20)
+  parser.add_argument("--finetune_flag", action="append", default=[],
+                      help="extra flag for experiments.finetune, e.g. --finetune_flag=--config.batch_size=32")
+  args = parser.parse_args(argv)
+  for name in ("per_task", "workers", "mae_steps", "train_steps", "episodes_per_task"):
+    if getattr(args, name) < 1:
+      parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+  return args
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  cli.existing_path("--calvin_python", args.calvin_python, "the python of a CALVIN venv")
+  cli.existing_path("--calvin_root", args.calvin_root, "the calvin repository checkout")
+  return run_stages(args)
+
+
+if __name__ == "__main__":
+  cli.run(main)

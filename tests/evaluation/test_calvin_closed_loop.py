@@ -1,0 +1,59 @@
+"""experiments.calvin_closed_loop: the stages' commands, skipping finished stages, resuming."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from experiments import calvin_closed_loop
+from gr1_jax.user_errors import UserError
+
+
+def _args(tmp_path, *extra):
+  return calvin_closed_loop.parse_args([
+      "--out", str(tmp_path / "out"), "--calvin_python", "/venv/bin/python", "--calvin_root", "/src/calvin",
+      "--per_task", "3", "--train_steps", "7", "--seed", "2", *extra])
+
+
+def test_commands_chain_each_stage_to_the_next(tmp_path):
+  args = _args(tmp_path, "--finetune_flag=--config.batch_size=4")
+  stages = dict(calvin_closed_loop.stage_commands(args))
+  out = str(tmp_path / "out")
+  assert list(stages) == ["record", "mae", "finetune", "evaluate_validation", "evaluate_training"]
+  assert stages["record"][2:5] == ["data_pipelines.calvin.record_demos", "--out", f"{out}/data"]
+  assert f"--config.data.path={out}/data" in stages["mae"]
+  assert stages["mae"][-4:] == ["--out", f"{out}/mae", "--steps", "1500"]
+  finetune = stages["finetune"]
+  assert f"--config.mae_from={out}/mae" in finetune and "--config.seed=2" in finetune
+  assert "--config.num_train_steps=7" in finetune and finetune[-1] == "--config.batch_size=4"
+  assert finetune[finetune.index("--workdir") + 1] == f"{out}/finetune_seed2"
+  for which in ("validation", "training"):
+    command = stages[f"evaluate_{which}"]
+    assert command[command.index("--checkpoint") + 1] == f"{out}/finetune_seed2"
+    assert command[command.index("--instructions") + 1] == which
+    assert command[command.index("--output") + 1] == f"{out}/eval_seed2/{which}.json"
+    assert command[command.index("--calvin_python") + 1] == "/venv/bin/python"
+
+
+def test_a_failed_stage_stops_and_a_rerun_resumes_there(tmp_path):
+  args = _args(tmp_path)
+  ran = []
+
+  def runner(command, cwd):
+    ran.append(command[2])
+    return subprocess.CompletedProcess(command, 1 if command[2] == "experiments.finetune" and len(ran) == 3 else 0)
+
+  with pytest.raises(UserError, match="stage finetune failed .exit 1.; fix the cause and re-run"):
+    calvin_closed_loop.run_stages(args, runner=runner, log=lambda *a, **k: None)
+  assert ran == ["data_pipelines.calvin.record_demos", "experiments.pretrain_mae", "experiments.finetune"]
+  assert not (tmp_path / "out" / "stages.json").exists()
+  ran.clear()
+  times = calvin_closed_loop.run_stages(args, runner=runner, log=lambda *a, **k: None)
+  assert ran == ["experiments.finetune", "experiments.evaluate_calvin", "experiments.evaluate_calvin"]
+  assert list(times) == ["record", "mae", "finetune", "evaluate_validation", "evaluate_training"]
+  summary = json.loads((tmp_path / "out" / "stages.json").read_text())
+  assert set(summary["seconds"]) == set(times)
+  ran.clear()
+  calvin_closed_loop.run_stages(args, runner=runner, log=lambda *a, **k: None)
+  assert ran == []                      # everything finished: nothing runs again
