@@ -99,7 +99,8 @@ def parse_args(argv=None):
   parser.add_argument("--per_task", type=int, default=40, help="demonstrations per task")
   parser.add_argument("--workers", type=int, default=2, help="simulator processes (record and evaluate)")
   parser.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
-  parser.add_argument("--mae_steps", type=int, default=1500)
+  parser.add_argument("--mae_steps", type=int, default=300,
+                      help="MAE pre-training steps (300: held-out masked MSE about a quarter of its start)")
   parser.add_argument("--train_steps", type=int, default=2500)
   parser.add_argument("--episodes_per_task", type=int, default=20)
   parser.add_argument("--finetune_flag", action="append", default=[],

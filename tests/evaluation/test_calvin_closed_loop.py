@@ -23,7 +23,7 @@ def test_commands_chain_each_stage_to_the_next(tmp_path):
   assert list(stages) == ["record", "mae", "finetune", "evaluate_validation", "evaluate_training"]
   assert stages["record"][2:5] == ["data_pipelines.calvin.record_demos", "--out", f"{out}/data"]
   assert f"--config.data.path={out}/data" in stages["mae"]
-  assert stages["mae"][-4:] == ["--out", f"{out}/mae", "--steps", "1500"]
+  assert stages["mae"][-4:] == ["--out", f"{out}/mae", "--steps", "300"]
   finetune = stages["finetune"]
   assert f"--config.mae_from={out}/mae" in finetune and "--config.seed=2" in finetune
   assert "--config.num_train_steps=7" in finetune and finetune[-1] == "--config.batch_size=4"
