@@ -11,8 +11,8 @@ Stages (each one a process of its own, run through its own entry point; docs/cal
   2 mae       experiments.pretrain_mae: the frozen MAE of finetune_calvin.py:mini, trained on
               OUT/data's frames -> OUT/mae
   3 finetune  experiments.finetune --config finetune_calvin.py:mini -> OUT/finetune_seed<S>
-  4 evaluate  experiments.evaluate_calvin --protocol tasks, with CALVIN's validation
-              instructions and with a training instruction -> OUT/eval_seed<S>/{validation,training}.json
+  4 evaluate  experiments.evaluate_calvin --protocol tasks, with a training instruction and with
+              CALVIN's validation instructions -> OUT/eval_seed<S>/{training,validation}.json
 
 Resumable: a stage that finished leaves OUT/.stages/<name>.json (its command and wall time) and
 is skipped on a re-run; an interrupted stage is run again and resumes itself (the recorder
@@ -54,7 +54,10 @@ def stage_commands(args) -> list[tuple[str, list[str]]]:
                          f"--config.seed={args.seed}", f"--config.num_train_steps={args.train_steps}"]
                    + list(args.finetune_flag)),
   ]
-  for instructions in ("validation", "training"):
+  # A training string first: the quick check that the policy acts (successes end episodes
+  # early); then CALVIN's validation strings, the official number, which a text encoder
+  # without pre-trained weights may not carry over to (failed episodes run the full 360 steps).
+  for instructions in ("training", "validation"):
     stages.append((f"evaluate_{instructions}", py + [
         "experiments.evaluate_calvin", "--protocol", "tasks", "--tasks", args.tasks,
         "--episodes_per_task", str(args.episodes_per_task), "--instructions", instructions,

@@ -20,7 +20,7 @@ def test_commands_chain_each_stage_to_the_next(tmp_path):
   args = _args(tmp_path, "--finetune_flag=--config.batch_size=4")
   stages = dict(calvin_closed_loop.stage_commands(args))
   out = str(tmp_path / "out")
-  assert list(stages) == ["record", "mae", "finetune", "evaluate_validation", "evaluate_training"]
+  assert list(stages) == ["record", "mae", "finetune", "evaluate_training", "evaluate_validation"]
   assert stages["record"][2:5] == ["data_pipelines.calvin.record_demos", "--out", f"{out}/data"]
   assert f"--config.data.path={out}/data" in stages["mae"]
   assert stages["mae"][-4:] == ["--out", f"{out}/mae", "--steps", "300"]
@@ -51,7 +51,7 @@ def test_a_failed_stage_stops_and_a_rerun_resumes_there(tmp_path):
   ran.clear()
   times = calvin_closed_loop.run_stages(args, runner=runner, log=lambda *a, **k: None)
   assert ran == ["experiments.finetune", "experiments.evaluate_calvin", "experiments.evaluate_calvin"]
-  assert list(times) == ["record", "mae", "finetune", "evaluate_validation", "evaluate_training"]
+  assert list(times) == ["record", "mae", "finetune", "evaluate_training", "evaluate_validation"]
   summary = json.loads((tmp_path / "out" / "stages.json").read_text())
   assert set(summary["seconds"]) == set(times)
   ran.clear()
