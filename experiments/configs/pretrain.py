@@ -16,6 +16,12 @@ Variants:
              if absent, over a frozen MAE that experiments/pretrain_mae.py pre-trains on
              that corpus into --config.mae_from (default /tmp/gr1_demo/mae_v2) if absent;
              a few minutes on 2 CPU cores, held-out video loss well below the mean frame.
+  mini       stage 1 of the CPU-scale model (gr1_model.py:mini, pretraining layout) on the
+             static-camera frames of a raw CALVIN split, actions and language unused: the
+             pretraining ablation of docs/calvin_closed_loop.md.
+             python -m experiments.pretrain --config experiments/configs/pretrain.py:mini \
+                 --workdir /runs/mini_pretrain --config.data.path=/data/play_ABC \
+                 --config.mae_from=/runs/mae_D
   debug      tiny model on synthetic batches, a few steps (tests).
 data.path: a directory prepared by `python -m data_pipelines.ego4d.prepare` (train/val splits).
 data.mixture (instead of data.path): weighted sources "KIND:PATH=WEIGHT,...", KIND one of
@@ -51,9 +57,17 @@ def get_config(variant: str = "default"):
     # corpus or MAE gets a new name instead of silently reusing an older one.
     c.data.update(path="/tmp/gr1_demo/ego4d_v2", image_size=64, augment=True, generate_demo_data=True)
     c.mae_from = "/tmp/gr1_demo/mae_v2"   # pre-trained on the demo corpus by experiments/pretrain_mae.py if absent
+  elif variant == "mini":
+    c.model = gr1_model.get_config("mini")
+    c.model.update(use_state=False, act_pred=False, use_hand_rgb=False, fwd_pred_hand=False)
+    c.batch_size = 16
+    c.num_train_steps = 2500
+    c.optimizer.update(learning_rate=1e-3, warmup_steps=200)
+    c.data.update(name="calvin_raw", path="", augment=True, worker_count=1)
+    c.log_every, c.eval_every, c.image_every, c.checkpoint_every = 50, 500, 2500, 500
   elif variant == "debug":
     train_base.apply_debug(c, "tiny_pretrain")
   else:
     raise ValueError(f"unknown variant {variant!r} of experiments/configs/pretrain.py; "
-                     "choose default, demo or debug")
+                     "choose default, demo, mini or debug")
   return c

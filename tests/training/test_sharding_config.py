@@ -80,9 +80,9 @@ def test_train_and_evaluate_fails_at_start(tmp_path, changes, message):
 def test_all_variants_validate():
   # Their data paths need not exist here (the demo generates its data, /data is an example).
   for module in (pretrain, finetune_calvin):
-    for variant in ("default", "demo", "debug"):
+    for variant in ("default", "demo", "mini", "debug"):
       config = module.get_config(variant).to_dict()
-      if variant == "default":
+      if variant in ("default", "mini"):
         with pytest.raises(ValueError, match="config.data.path is empty"):
           experiment_config.validate(config, check_paths=False)
         config["data"]["path"] = "/data"
