@@ -290,15 +290,17 @@ def shape_differences(stored: Mapping[str, tuple], requested: Mapping[str, tuple
 
 # ---------------------------------------------------------------------------- save / load
 def save_model_checkpoint(directory: str, params: Any, config: GR1Config, *, step: int = 0,
-                          extra_config: dict | None = None) -> str:
-  """Writes `params` (nested dict of arrays) + config as `step` of a new or existing directory."""
+                          extra_config: dict | None = None, norm_stats=None) -> str:
+  """Writes `params` (nested dict of arrays) + config (+ a gr1_jax.norm_stats.NormStats) as
+  `step` of a new or existing directory."""
   directory = str(url_paths.as_epath(directory, "checkpoint"))
+  items = {PARAMS: ocp.args.StandardSave(params),
+           CONFIG: ocp.args.JsonSave({"model": config.to_dict(), **(extra_config or {})})}
+  if norm_stats is not None:
+    items[NORM_STATS] = ocp.args.JsonSave(norm_stats.to_json())
   with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       enable_async_checkpointing=False)) as manager:
-    manager.save(step, args=ocp.args.Composite(**{
-        PARAMS: ocp.args.StandardSave(params),
-        CONFIG: ocp.args.JsonSave({"model": config.to_dict(), **(extra_config or {})}),
-    }))
+    manager.save(step, args=ocp.args.Composite(**items))
     manager.wait_until_finished()
   return directory
 
