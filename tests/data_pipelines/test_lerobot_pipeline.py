@@ -230,3 +230,31 @@ def test_own_writer_matches_lerobot_writer(tmp_path_factory):
   data_theirs = lr_format.open_dataset(theirs, ["observation.state", "action"])
   for key in ("observation.state", "action", "timestamp", "index"):
     np.testing.assert_array_equal(data_ours.arrays[key], data_theirs.arrays[key])
+
+
+def test_config_wiring_mixture_and_validation(tmp_path_factory):
+  """data.name='lerobot' configs validate (arm dims must match the model's arm), and the
+  stage-1 mixture kind lerobot gives video-only windows of the static camera."""
+  from experiments.configs import finetune_lerobot, pretrain
+  from gr1_jax.training import experiment_config, input_pipeline
+  from gr1_jax.user_errors import ConfigError
+  root = mf.make_fake_dataset(tmp_path_factory.mktemp("cfg") / "ds", lengths=(4, 6))
+  c = finetune_lerobot.get_config("debug")
+  c.data.path = str(root)
+  experiment_config.validate(c.to_dict())
+  c.data.lerobot.arm_action_dims = (0, 1, 2)
+  with pytest.raises(ConfigError, match=r"arm_action_dims=\(0, 1, 2\) has 3 dims; the model's arm has 6"):
+    experiment_config.validate(c.to_dict())
+  c.data.lerobot.arm_action_dims = (0, 1, 2, 3, 4, 5)
+  c.data.lerobot.normalization = "minmax"
+  with pytest.raises(ConfigError, match="normalization='minmax'"):
+    experiment_config.validate(c.to_dict())
+
+  p = pretrain.get_config("debug")
+  p.data.update(name="ego4d", path="", mixture=f"lerobot:{root}=1")
+  model = experiment_config.validate(p.to_dict())
+  [(windows, weight)] = input_pipeline.pretrain_sources(p.data.to_dict(), model, seed=0, train=True,
+                                                        shard_index=0, shard_count=1)
+  w = windows[0]
+  assert weight == 1.0 and set(w) == set(bs.PRETRAIN_KEYS) | {"frame_id", "segment_id"}
+  assert mf.decode_image(w[bs.RGB_STATIC][0])[1] == 0   # the static camera
