@@ -3,6 +3,8 @@
 A checkpoint directory is an Orbax CheckpointManager directory. Every step holds
   params   the model's nnx.Param state as a nested dict (StandardSave)
   config   JSON: {"model": GR1Config.to_dict(), ...anything the writer adds}
+  norm_stats  optional JSON (gr1_jax/norm_stats.py): a robot's state/action mapping and
+           normalisation statistics, `<step>/norm_stats/metadata`; absent = CALVIN's raw values
 and a training step additionally holds the optimizer state, the data-iterator
 state and training metadata as further items (see gr1_jax.training). Anything
 that only needs weights restores `params` + `config` and ignores the rest, so a
@@ -48,6 +50,7 @@ from gr1_jax.user_errors import UserError
 log = logging.getLogger(__name__)
 
 PARAMS, CONFIG = "params", "config"
+NORM_STATS = "norm_stats"   # optional item: gr1_jax/norm_stats.py (runs on LeRobot data)
 
 
 class DamagedCheckpointError(UserError):
@@ -287,15 +290,17 @@ def shape_differences(stored: Mapping[str, tuple], requested: Mapping[str, tuple
 
 # ---------------------------------------------------------------------------- save / load
 def save_model_checkpoint(directory: str, params: Any, config: GR1Config, *, step: int = 0,
-                          extra_config: dict | None = None) -> str:
-  """Writes `params` (nested dict of arrays) + config as `step` of a new or existing directory."""
+                          extra_config: dict | None = None, norm_stats=None) -> str:
+  """Writes `params` (nested dict of arrays) + config (+ a gr1_jax.norm_stats.NormStats) as
+  `step` of a new or existing directory."""
   directory = str(url_paths.as_epath(directory, "checkpoint"))
+  items = {PARAMS: ocp.args.StandardSave(params),
+           CONFIG: ocp.args.JsonSave({"model": config.to_dict(), **(extra_config or {})})}
+  if norm_stats is not None:
+    items[NORM_STATS] = ocp.args.JsonSave(norm_stats.to_json())
   with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       enable_async_checkpointing=False)) as manager:
-    manager.save(step, args=ocp.args.Composite(**{
-        PARAMS: ocp.args.StandardSave(params),
-        CONFIG: ocp.args.JsonSave({"model": config.to_dict(), **(extra_config or {})}),
-    }))
+    manager.save(step, args=ocp.args.Composite(**items))
     manager.wait_until_finished()
   return directory
 
@@ -315,6 +320,19 @@ def load_config(directory: str, step: int | None = None, *, suggest_intact: bool
   if "model" not in stored:
     raise ValueError(f"{directory} step {step}: config has no 'model' entry (keys: {sorted(stored)})")
   return GR1Config.from_dict(stored["model"]), dict(stored)
+
+
+def load_norm_stats(directory: str, step: int | None = None):
+  """The step's gr1_jax.norm_stats.NormStats, or None when the step has no norm_stats item."""
+  from gr1_jax.norm_stats import NormStats
+  directory, step = locate(directory, step)
+  if not (url_paths.as_epath(directory, "checkpoint") / str(step) / NORM_STATS).exists():
+    return None
+  stored = restore_items(directory, step, {NORM_STATS: ocp.args.JsonRestore()})[NORM_STATS]
+  try:
+    return NormStats.from_json(stored)
+  except (KeyError, TypeError, ValueError) as exc:
+    raise DamagedCheckpointError(directory, step, f"item {NORM_STATS}/ is unusable: {exc}") from None
 
 
 def abstract_model(config: GR1Config):

@@ -29,6 +29,13 @@ once per instruction (cached by text). `mode="full"` instead re-runs the whole
 model on the full padded window every step, like the official code (for parity
 tests and the latency benchmark).
 
+Other robots (a checkpoint trained on a LeRobot dataset, whose steps hold the item
+norm_stats: gr1_jax/norm_stats.py): obs["robot_obs"] is then that robot's state vector
+(norm_stats.state.dim long); arm state = its arm dims, normalised as in training, gripper
+one-hot from its gripper dim and threshold; the returned action is the arm prediction
+UN-normalised to the robot's units, then gripper_values[1] / [0] for class 1 / 0.
+Without that item everything stays CALVIN's (above), exactly.
+
 Action chunking (GR1-Training's chunked variant, config.action_chunk = K > 1):
 `execute_actions=m` (1 <= m <= K) runs the model on one step, returns its first
 action and queues the next m - 1, which the following m - 1 steps return
@@ -108,8 +115,10 @@ class GR1Policy:
   def __init__(self, model, *, mode: str = "cached", execute_actions: int = 1,
                static_shape: tuple[int, int, int] = CALVIN_STATIC_SHAPE,
                gripper_shape: tuple[int, int, int] = CALVIN_GRIPPER_SHAPE,
-               robot_obs_dim: int = CALVIN_ROBOT_OBS_DIM, source: str = "model"):
-    """model: a GR1 module (any layout with act_pred; it is re-built act-only)."""
+               robot_obs_dim: int | None = None, source: str = "model", norm_stats=None):
+    """model: a GR1 module (any layout with act_pred; it is re-built act-only).
+    norm_stats: a gr1_jax.norm_stats.NormStats (robot mapping + normalisation) or None (CALVIN).
+    robot_obs_dim: default CALVIN's 15, or norm_stats.state.dim."""
     config: GR1Config = model.config
     check_policy_config(config, source=source)
     if mode not in ("cached", "full"):
@@ -130,6 +139,9 @@ class GR1Policy:
     self.source = source
     self.static_shape = tuple(static_shape)
     self.gripper_shape = tuple(gripper_shape)
+    self.norm = norm_stats
+    if robot_obs_dim is None:
+      robot_obs_dim = norm_stats.state.dim if norm_stats is not None else CALVIN_ROBOT_OBS_DIM
     self.robot_obs_dim = int(robot_obs_dim)
     self.seq_len = self.config.seq_len
     self.image_size = self.config.mae.image_size
@@ -154,9 +166,12 @@ class GR1Policy:
     expected_config: optional {"field" or "sub.field": value} the checkpoint's model
     config must have (e.g. {"seq_len": 10, "mae.image_size": 224}).
     """
-    from gr1_jax.model_checkpoint import abstract_model, build_model, load_config, resolve_checkpoint_dir
+    from gr1_jax.model_checkpoint import (abstract_model, build_model, load_config, load_norm_stats,
+                                          resolve_checkpoint_dir)
     directory = resolve_checkpoint_dir(directory)
     config, _ = load_config(directory, step)
+    if "norm_stats" not in kwargs:
+      kwargs["norm_stats"] = load_norm_stats(directory, step)
     check_policy_config(config, source=f"checkpoint {directory}", expected=expected_config)
     params = _load_checked_params(directory, config, step)
     # Build the act-only model straight away (no decoder / [OBS] queries in memory twice).
@@ -262,6 +277,10 @@ class GR1Policy:
     self._count += 1
     self.encoder_calls["frames"] += 1
     arm_out, grip_out = np.asarray(arm_out), np.asarray(grip_out)
+    if self.norm is not None:
+      arm_out = self.norm.unnormalise_arm_action(arm_out)
+      low, high = self.norm.gripper_values
+      grip_out = np.where(grip_out > 0, np.float32(high), np.float32(low)).astype(np.float32)
     actions = [np.concatenate([arm_out[k], grip_out[k:k + 1]]).astype(np.float32)
                for k in range(self.execute_actions)]
     self._queue = actions[1:]
@@ -323,6 +342,10 @@ class GR1Policy:
                              f"expected numeric ({self.robot_obs_dim},)")
     if not np.all(np.isfinite(robot)):
       raise PolicyInputError(f"obs['robot_obs'] contains non-finite values: {robot}")
+    if self.norm is not None:   # another robot: its mapping and normalisation (module docstring)
+      arm = self.norm.normalise_arm_state(self.norm.state.arm(robot))
+      gripper = np.eye(2, dtype=np.float32)[int(self.norm.state.gripper_above(robot))]
+      return rgb, hand, arm, gripper
     arm = robot[:6].astype(np.float32)
     # Official: float32 (g + 1) / 2, then .long() (truncation), then one-hot.
     grip_class = int(np.trunc((np.float32(robot[-1]) + np.float32(1.0)) / np.float32(2.0)))

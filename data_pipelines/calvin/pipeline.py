@@ -287,13 +287,15 @@ class _ReadWindow(grain.transforms.Map):
   """(record[, shifts]) -> one GR-1 window (unbatched), see the module docstring."""
 
   def __init__(self, frames, seq_len: int, action_chunk: int, tokens: np.ndarray,
-               video_only: bool):
+               video_only: bool, image_shapes=None, robot=None):
     self.frames = frames
     self.seq_len = seq_len
     self.action_chunk = action_chunk
     self.tokens = tokens
     self.video_only = video_only
     self.cameras = (bs.RGB_STATIC,) if video_only else (bs.RGB_STATIC, bs.RGB_GRIPPER)
+    self.image_shapes = dict(image_shapes or {bs.RGB_STATIC: STATIC_SHAPE, bs.RGB_GRIPPER: GRIPPER_SHAPE})
+    self.robot = robot or calvin_robot
 
   def map(self, element):
     if isinstance(element, tuple):
@@ -317,7 +319,7 @@ class _ReadWindow(grain.transforms.Map):
            FRAME_ID: frame_id,
            SEGMENT_ID: np.int32(table.segment_id[row])}
     for i, camera in enumerate(self.cameras):
-      shape = STATIC_SHAPE if camera == bs.RGB_STATIC else GRIPPER_SHAPE
+      shape = tuple(self.image_shapes[camera])
       images = np.zeros((length,) + shape, np.uint8)
       for t, image in enumerate(data[camera]):
         if image.shape != shape:
@@ -332,25 +334,36 @@ class _ReadWindow(grain.transforms.Map):
     if self.video_only:
       return out
 
-    robot_obs = data["robot_obs"]
-    arm_state = np.zeros((length, 6), np.float32)
-    arm_state[:n_valid] = robot_obs[:n_valid, :6]
+    robot = self.robot(data)
+    arm_state = np.zeros((length, robot["arm_state"].shape[1]), np.float32)
+    arm_state[:n_valid] = robot["arm_state"][:n_valid]
     gripper_state = np.zeros((length, 2), np.float32)
     gripper_state[:, 0] = 1.0  # "closed" one-hot for padding
-    is_open = robot_obs[:n_valid, 14] > 0
+    is_open = robot["gripper_open"][:n_valid]
     gripper_state[:n_valid, 0] = ~is_open
     gripper_state[:n_valid, 1] = is_open
-    # action (t, k) = rel_actions of frame t + k of the window, valid while t is a real step
+    # action (t, k) = action of frame t + k of the window, valid while t is a real step
     # and t + k is still inside the segment.
     idx = np.arange(length)[:, None] + np.arange(chunk)[None, :]
     valid = (np.arange(length)[:, None] < n_valid) & (idx < n_read)
-    rel = data["rel_actions"][np.minimum(idx, n_read - 1)]  # (L, K, 7)
+    take = np.minimum(idx, n_read - 1)
+    arm_action, gripper_action = robot["arm_action"][take], robot["gripper_action"][take]  # (L, K, 6), (L, K)
     out[bs.ARM_STATE] = arm_state
     out[bs.GRIPPER_STATE] = gripper_state
-    out[bs.ARM_ACTION] = np.where(valid[..., None], rel[..., :6], 0.0).astype(np.float32)
-    out[bs.GRIPPER_ACTION] = np.where(valid, rel[..., 6] > 0, 0.0).astype(np.float32)
+    out[bs.ARM_ACTION] = np.where(valid[..., None], arm_action, 0.0).astype(np.float32)
+    out[bs.GRIPPER_ACTION] = np.where(valid, gripper_action, 0.0).astype(np.float32)
     out[bs.ACTION_MASK] = valid.astype(np.float32)
     return out
+
+
+def calvin_robot(data: dict) -> dict:
+  """CALVIN frames -> the robot arrays of a window (per frame read): arm_state (n, 6) =
+  robot_obs[0:6], gripper_open (n,) bool = robot_obs[14] > 0, arm_action (n, 6) =
+  rel_actions[0:6], gripper_action (n,) = rel_actions[6] > 0 as 0/1.  Other sources
+  (data_pipelines/lerobot) pass their own mapping to calvin_windows(robot=...)."""
+  robot_obs, rel = data["robot_obs"], data["rel_actions"]
+  return {"arm_state": robot_obs[:, :6], "gripper_open": robot_obs[:, 14] > 0,
+          "arm_action": rel[:, :6], "gripper_action": (rel[:, 6] > 0).astype(np.float32)}
 
 
 def _seeds(seed: int) -> tuple[int, int]:
@@ -371,10 +384,15 @@ def tokenize_instructions(instructions: Sequence[str]) -> np.ndarray:
 def calvin_windows(frames, *, seq_len: int = 10, action_chunk: int = 1, seed: int = 0,
                    shuffle: bool = True, augment: bool = True, num_epochs: int | None = None,
                    shard_index: int = 0, shard_count: int = 1,
-                   pretrain_video_only: bool = False) -> grain.MapDataset:
+                   pretrain_video_only: bool = False, image_shapes=None,
+                   robot=None) -> grain.MapDataset:
   """Unbatched windows of a frame source (ConvertedFrames or RawFrames) as a MapDataset.
 
   Order: range -> shuffle -> repeat -> (draw shifts) -> shard -> read window.
+  Any frame source with a SegmentTable `table` and `read(start, count, num_images,
+  cameras)` works (data_pipelines/lerobot): image_shapes {camera: (H, W, 3)} replaces
+  CALVIN's 200x200 / 84x84, robot(data) -> dict (see calvin_robot) CALVIN's state/action
+  mapping.
   """
   if seq_len < 1 or action_chunk < 1:
     raise ValueError(f"seq_len ({seq_len}) and action_chunk ({action_chunk}) must be >= 1")
@@ -391,7 +409,7 @@ def calvin_windows(frames, *, seq_len: int = 10, action_chunk: int = 1, seed: in
   if shuffle:
     ds = ds.shuffle(seed=shuffle_seed)
   ds = ds.repeat(num_epochs)
-  reader = _ReadWindow(frames, seq_len, action_chunk, tokens, pretrain_video_only)
+  reader = _ReadWindow(frames, seq_len, action_chunk, tokens, pretrain_video_only, image_shapes, robot)
   if augment:
     ds = ds.random_map(_DrawShifts(reader.cameras), seed=augment_seed)
   if shard_count > 1:

@@ -28,6 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
       "hand_size": 84,       # synthetic only: wrist camera size
       "nonfinite_from": -1,  # synthetic only: NaN batches from this index on (tests of the guard)
       "generate_demo_data": False,   # demo: write fake data to `path` if it does not exist
+      "lerobot": lerobot_defaults(),  # data.name 'lerobot' (and mixture kind lerobot) only
   })
   c.init_from = ""                      # stage-1 workdir or converted official checkpoint
   c.mae_from = ""                       # frozen MAE weights from experiments/pretrain_mae.py (over init_from's)
@@ -40,6 +41,25 @@ def base_config() -> ml_collections.ConfigDict:
   c.async_checkpointing = True
   c.max_consecutive_nonfinite = 10
   return c
+
+
+def lerobot_defaults() -> ml_collections.ConfigDict:
+  """How a LeRobot dataset maps onto GR-1 (data_pipelines/lerobot/pipeline.py's docstring).
+
+  Defaults fit LIBERO-style data: 'observation.images.image' + 'observation.images.wrist_image',
+  arm = the first 6 dims of state and action, gripper = their last dim thresholded at 0."""
+  return ml_collections.ConfigDict({
+      "cameras": ml_collections.ConfigDict({"static": "observation.images.image",
+                                            "wrist": "observation.images.wrist_image"}),
+      "state": "observation.state", "action": "action",
+      "arm_state_dims": (0, 1, 2, 3, 4, 5), "gripper_state_dim": -1, "gripper_state_threshold": 0.0,
+      "arm_action_dims": (0, 1, 2, 3, 4, 5), "gripper_action_dim": -1, "gripper_action_threshold": 0.0,
+      "gripper_action_values": (-1.0, 1.0),   # what the policy outputs for gripper class 0 / 1
+      "normalization": "mean_std",             # none | mean_std | quantile (arm dims of state and action)
+      "stats_file": "",                        # '' = <data.path>/meta/gr1_stats.json (data_pipelines.lerobot.stats)
+      "val_episodes": 1,                       # the last N episodes are the validation split (0: all, both)
+      "tolerance_s": 1e-4,                     # max. distance between a frame's timestamp and its video frame
+  })
 
 
 def apply_demo_model(model: ml_collections.ConfigDict) -> None:

@@ -7,6 +7,8 @@ whose steps hold
   opt_state   the optimizer state of the trainable parameters  (StandardSave)
   train_meta  {"step", "nonfinite_run", "nonfinite_total"}      (JSON)
   data_iter   the Grain iterator position, one file per process
+  norm_stats  (runs on LeRobot data only) the robot mapping + normalisation statistics,
+              gr1_jax/norm_stats.py's JSON; GR1Policy applies them
 so `load_model(workdir)` serves a training run exactly like a converted checkpoint.
 Saves are asynchronous (device -> host copy is blocking, the write is not); a step
 directory only appears under its final name once complete, so a run killed
@@ -98,7 +100,7 @@ class TrainCheckpointer:
     return self.manager.latest_step()
 
   def save(self, state: TrainState, frozen: dict, data_iter, experiment_config: Mapping[str, Any],
-           model_config: GR1Config) -> int:
+           model_config: GR1Config, norm_stats=None) -> int:
     step, run, total = (int(x) for x in jax.device_get((state.step, state.nonfinite_run, state.nonfinite_total)))
     if not bool(_all_finite((state.params, state.opt_state))):
       raise FloatingPointError(f"refusing to write checkpoint step {step} to {self.directory}: "
@@ -111,6 +113,8 @@ class TrainCheckpointer:
     }
     if data_iter is not None:
       items[DATA_ITER] = grain.checkpoint.CheckpointSave(data_iter)
+    if norm_stats is not None:
+      items[model_checkpoint.NORM_STATS] = ocp.args.JsonSave(norm_stats.to_json())
     if step in self.damaged:
       self._move_damaged_aside(step)
     # force: Orbax would skip steps below its latest one, which a damaged higher step is.

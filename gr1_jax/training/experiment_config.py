@@ -20,7 +20,8 @@ FIELDS = {
     "image_every": int,
 }
 DATA_FIELDS = {"name": str, "path": str, "mixture": str, "augment": bool, "worker_count": int,
-               "image_size": int, "hand_size": int, "nonfinite_from": int, "generate_demo_data": bool}
+               "image_size": int, "hand_size": int, "nonfinite_from": int, "generate_demo_data": bool,
+               "lerobot": Mapping}
 POSITIVE = ("batch_size", "num_train_steps", "log_every", "eval_every", "checkpoint_every",
             "keep_checkpoints", "max_consecutive_nonfinite", "image_every")
 
@@ -86,7 +87,30 @@ def validate(config: Mapping, *, check_paths: bool = True) -> GR1Config:
     model = GR1Config.from_dict(config["model"])
   except ValueError as exc:
     raise ConfigError(f"config.model: {exc}") from None
+  if config["data"]["name"] == "lerobot" or "lerobot:" in config["data"]["mixture"]:
+    check_lerobot(config["data"]["lerobot"], model)
   if model.fwd_pred and config["data"]["name"] in ("ego4d",) and (model.use_state or model.use_hand_rgb):
     raise ConfigError("config.model uses state / the hand camera but config.data.name='ego4d' has "
                       "neither; use the pretraining layout (use_state=use_hand_rgb=act_pred=False)")
   return model
+
+
+def check_lerobot(lerobot: Mapping, model: GR1Config) -> None:
+  """config.data.lerobot: known keys, a normalisation mode, as many arm dims as the model's arm."""
+  from data_pipelines.lerobot.pipeline import LeRobotSpec  # pylint: disable=import-outside-toplevel
+  from gr1_jax.norm_stats import MODES  # pylint: disable=import-outside-toplevel
+  try:
+    spec = LeRobotSpec.from_config(lerobot)
+  except (TypeError, ValueError) as exc:
+    raise ConfigError(str(exc)) from None
+  if spec.normalization not in MODES:
+    raise ConfigError(f"config.data.lerobot.normalization={spec.normalization!r}; expected one of {', '.join(MODES)}")
+  for name in ("arm_state_dims", "arm_action_dims"):
+    dims = getattr(spec, name)
+    if len(dims) != model.arm_dim:
+      raise ConfigError(f"config.data.lerobot.{name}={dims} has {len(dims)} dims; the model's arm has "
+                        f"{model.arm_dim} (config.model.arm_dim)")
+  if len(spec.gripper_action_values) != 2:
+    raise ConfigError(f"config.data.lerobot.gripper_action_values={spec.gripper_action_values} must be (class 0, class 1)")
+  if spec.val_episodes < 0:
+    raise ConfigError(f"config.data.lerobot.val_episodes={spec.val_episodes} must be >= 0")

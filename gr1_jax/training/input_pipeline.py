@@ -6,6 +6,9 @@ Sources (config.data.name):
               such clip directories and CALVIN video-only windows
   calvin      stage 2: a converted CALVIN TFDS dir (data_pipelines/calvin), 'train' / 'validation'
   calvin_raw  stage 2 straight from a raw CALVIN split folder (small data, the demo)
+  lerobot     a LeRobot dataset root (data_pipelines/lerobot; v3.0 or v2.1, read directly), mapped
+              and normalised by config.data.lerobot; stage 2, or video-only windows of its static
+              camera for a stage-1 model (also as mixture kind lerobot)
   synthetic   random batch_spec batches (tests, benchmarks)
 Every process reads its own 1/process_count of the global batch (disjoint shards);
 `to_global` turns the per-process numpy batches into one globally sharded array per key.
@@ -26,13 +29,14 @@ from gr1_jax import sharding, url_paths
 from gr1_jax.model_config import GR1Config
 from gr1_jax.user_errors import ConfigError, UserError
 
-DATA_SOURCES = ("ego4d", "calvin", "calvin_raw", "synthetic")
+DATA_SOURCES = ("ego4d", "calvin", "calvin_raw", "lerobot", "synthetic")
 # Kinds of a stage-1 mixture entry; CALVIN entries give video-only windows of the static
 # camera, resized on the host to data.image_size like the Ego4D clips.
 MIXTURE_KINDS = {
     "ego4d": "a directory prepared by data_pipelines.ego4d.prepare (or its TFDS build)",
     "calvin": "a converted CALVIN TFDS data_dir (data_pipelines.calvin.convert)",
     "calvin_raw": "a raw CALVIN split directory holding training/ and validation/",
+    "lerobot": "a LeRobot dataset root holding meta/info.json (cameras from config.data.lerobot)",
 }
 MIXTURE_SYNTAX = "KIND:PATH=WEIGHT[,KIND:PATH=WEIGHT...]"
 
@@ -103,12 +107,17 @@ def pretrain_sources(data: Mapping, model: GR1Config, *, seed: int, train: bool,
     split = "train" if train else "validation"
     if entry.kind == "calvin":
       frames = calvin.ConvertedFrames(entry.path, split)
+    elif entry.kind == "lerobot":
+      from data_pipelines.lerobot import pipeline as lerobot
+      frames = lerobot.LeRobotFrames(entry.path, lerobot.LeRobotSpec.from_config(data["lerobot"]), split,
+                                     video_only=True)
     else:
       frames = calvin.RawFrames(calvin.raw_split_folder(entry.path, split))
     windows = calvin.calvin_windows(
         frames, seq_len=model.seq_len, seed=source_seed(seed, i), shuffle=train,
         augment=train and data["augment"], num_epochs=None, shard_index=shard_index,
-        shard_count=shard_count, pretrain_video_only=True)
+        shard_count=shard_count, pretrain_video_only=True,
+        image_shapes=getattr(frames, "image_shapes", None))
     sources.append((windows, entry.weight))
   return sources
 
@@ -159,7 +168,28 @@ def _make_dataset(data: Mapping, model: GR1Config, *, global_batch: int, seed: i
     if name == "calvin":
       return calvin.make_calvin_dataset(data["path"], split, **kwargs)
     return calvin.make_calvin_raw_dataset(data["path"], split, **kwargs)
+  if name == "lerobot":
+    from data_pipelines.lerobot import pipeline as lerobot
+    return lerobot.make_lerobot_dataset(
+        data["path"], "train" if train else "validation", lerobot.LeRobotSpec.from_config(data["lerobot"]),
+        batch_size=batch, seq_len=model.seq_len, action_chunk=model.action_chunk, seed=seed, shuffle=train,
+        augment=train and data["augment"], num_epochs=None, drop_remainder=True,
+        worker_count=data["worker_count"] if train else 0,
+        pretrain_video_only=not (model.use_state or model.use_hand_rgb), **shard)
   raise ConfigError(f"config.data.name={name!r}; expected one of {', '.join(DATA_SOURCES)}")
+
+
+def norm_stats(data: Mapping, model: GR1Config):
+  """The gr1_jax.norm_stats.NormStats a run on `data` trains with (stored in its checkpoints), or
+  None for sources in CALVIN's fixed mapping (and for video-only runs)."""
+  if data["name"] != "lerobot" or not (model.use_state or model.act_pred):
+    return None
+  from data_pipelines.lerobot import pipeline as lerobot
+  try:
+    return lerobot.load_norm_stats(data["path"], lerobot.LeRobotSpec.from_config(data["lerobot"]))
+  except UserError as exc:
+    exc.args = (f"config.data.path={data['path']}: {exc}",)
+    raise
 
 
 def to_global(local: Mapping[str, np.ndarray], keys, mesh) -> dict[str, jax.Array]:

@@ -167,6 +167,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
   eval_ds = input_pipeline.make_dataset(config["data"], model_config, global_batch=config["batch_size"],
                                         seed=config["seed"], train=False)
   train_iter = iter(train_ds)
+  norm = input_pipeline.norm_stats(config["data"], model_config)   # LeRobot runs: saved with every step
+  if norm is not None:
+    log.info("robot mapping and %s normalisation (%s) are saved with every checkpoint", norm.mode,
+             norm.source or "no statistics")
   log.info("%s; global batch %d (%d per process)", sharding.describe(mesh), config["batch_size"],
            config["batch_size"] // jax.process_count())
 
@@ -195,7 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
     checkpointing.write_json(url_paths.join(workdir, "config.json"), config)
 
   def save(reason: str) -> None:
-    step = checkpointer.save(state, frozen, train_iter, config, model_config)
+    step = checkpointer.save(state, frozen, train_iter, config, model_config, norm_stats=norm)
     log.info("checkpoint step %d (%s) -> %s", step, reason, checkpointer.directory)
 
   # ---- 4. loop --------------------------------------------------------------------------
