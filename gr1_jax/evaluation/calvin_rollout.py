@@ -208,7 +208,13 @@ def run_job(job: EvalJob) -> list[ChainResult]:
       if job.progress_path:
         with open(job.progress_path, "a") as f:
           f.write(json.dumps(result.to_json()) + "\n")
-      if job.verbose:
+      if job.verbose and len(tasks) == 1:    # an episode of the per-task protocol (calvin_tasks)
+        done = sum(r.num_success for r in results)
+        print(f"[pid {os.getpid()}] episode {index}: {tasks[0]} "
+              f"{'succeeded' if result.num_success else 'failed'} after {result.subtasks[0].steps} steps "
+              f"in {result.seconds:.1f}s | this worker: {done}/{len(results)} succeeded, "
+              f"{len(job.chains) - len(results)} to go", flush=True)
+      elif job.verbose:
         rates = count_success([r.num_success for r in results])
         print(f"[pid {os.getpid()}] chain {index}: {result.num_success}/{len(tasks)} "
               f"({' -> '.join(tasks[:result.num_success + 1])}) in {result.seconds:.1f}s | running "

@@ -91,3 +91,13 @@ def test_instructions_override_the_validation_strings():
   calvin_tasks.evaluate_tasks(backend, lambda: policy, ("turn_on_led",), episodes_per_task=2, ep_len=3,
                               instructions={"turn_on_led": "switch the green lamp on"}, verbose=False)
   assert set(policy.goals) == {"switch the green lamp on"} and len(policy.goals) == 4
+
+
+def test_progress_lines_speak_of_episodes(capsys):
+  calvin_tasks.evaluate_tasks(FakeCalvin(), ScriptedPolicy, ("turn_on_led", "unsolvable_task"),
+                              episodes_per_task=1, ep_len=4)
+  lines = [line for line in capsys.readouterr().out.splitlines() if "episode" in line]
+  assert len(lines) == 2
+  assert "episode 0: turn_on_led succeeded after 2 steps in " in lines[0]
+  assert "episode 1: unsolvable_task failed after 4 steps" in lines[1]
+  assert lines[1].split("| ")[1] == "this worker: 1/2 succeeded, 0 to go"
