@@ -120,7 +120,7 @@ def _frames(batch: Mapping, size: int) -> np.ndarray:
 
 def _frame_stream(data_config: Mapping, model: GR1Config, *, seed: int, train: bool, windows: int):
   from gr1_jax.training import input_pipeline
-  data = dict(data_config)
+  data = dict(data_config, frame_reuse=0)   # frames, not windows, are what is read here
   ds = input_pipeline.make_dataset(data, model, global_batch=windows, seed=seed, train=train)
   for batch in ds:
     yield _frames(batch, model.mae.image_size)

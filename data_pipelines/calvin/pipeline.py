@@ -52,6 +52,13 @@ run on device in the jitted step.  Augmentation (train): GR-1's random shift,
 replicate pad 10 px (static) / 4 px (wrist) then a random crop back, the same
 shift for every frame of a window, independent per camera.
 
+Frame reuse (frame_reuse = W > 0, data_pipelines/frame_reuse.py): elements are segments
+instead of windows, i.e. windows of S = seq_len + W - 1 steps read by the same code;
+their starts tile every annotated segment in chunks of W (first frame + 0, W, 2W, ...),
+and MapDataset.range runs over those starts instead of every record. The random shift
+is then one per segment and camera. Steps w .. w+seq_len-1 of a segment are exactly the
+window starting at its frame w (or all padding past the annotated segment's end).
+
 Determinism: the output is a pure function of (data, seed, shard_index,
 shard_count, worker_count, batch_size): shuffling and augmentation are keyed by
 the seed and the element index, and Grain keeps the order with threads and
@@ -86,6 +93,7 @@ from array_record.python import array_record_module
 from tensorflow_datasets.proto import tf_example_pb2
 
 from data_pipelines import batch_spec as bs
+from data_pipelines import frame_reuse as reuse
 from data_pipelines import random_shift
 from data_pipelines.calvin import encoding as enc
 from data_pipelines.calvin import raw
@@ -283,6 +291,16 @@ class _DrawShifts(grain.transforms.RandomMap):
     return int(record), np.array(shifts, np.int64).reshape(-1)
 
 
+class _SegmentStart(grain.transforms.Map):
+  """segment index -> its first record (frame_reuse)."""
+
+  def __init__(self, starts: np.ndarray):
+    self.starts = starts
+
+  def map(self, index):
+    return int(self.starts[int(index)])
+
+
 class _ReadWindow(grain.transforms.Map):
   """(record[, shifts]) -> one GR-1 window (unbatched), see the module docstring."""
 
@@ -385,7 +403,7 @@ def calvin_windows(frames, *, seq_len: int = 10, action_chunk: int = 1, seed: in
                    shuffle: bool = True, augment: bool = True, num_epochs: int | None = None,
                    shard_index: int = 0, shard_count: int = 1,
                    pretrain_video_only: bool = False, image_shapes=None,
-                   robot=None) -> grain.MapDataset:
+                   robot=None, frame_reuse: int = 0) -> grain.MapDataset:
   """Unbatched windows of a frame source (ConvertedFrames or RawFrames) as a MapDataset.
 
   Order: range -> shuffle -> repeat -> (draw shifts) -> shard -> read window.
@@ -393,6 +411,9 @@ def calvin_windows(frames, *, seq_len: int = 10, action_chunk: int = 1, seed: in
   cameras)` works (data_pipelines/lerobot): image_shapes {camera: (H, W, 3)} replaces
   CALVIN's 200x200 / 84x84, robot(data) -> dict (see calvin_robot) CALVIN's state/action
   mapping.
+  frame_reuse = W > 0: segments of seq_len + W - 1 steps holding W windows each (see the
+  module docstring and data_pipelines/frame_reuse.py); order range(segments) -> shuffle ->
+  repeat -> first record -> (draw shifts) -> shard -> read segment.
   """
   if seq_len < 1 or action_chunk < 1:
     raise ValueError(f"seq_len ({seq_len}) and action_chunk ({action_chunk}) must be >= 1")
@@ -400,15 +421,24 @@ def calvin_windows(frames, *, seq_len: int = 10, action_chunk: int = 1, seed: in
     raise ValueError(f"shard_index {shard_index} not in [0, shard_count={shard_count})")
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"num_epochs must be None (forever) or >= 1, got {num_epochs}")
-  num_windows = len(frames)
+  if frame_reuse < 0:
+    raise ValueError(f"frame_reuse must be 0 (per-window) or the windows per segment, got {frame_reuse}")
+  starts = None
+  if frame_reuse:
+    starts = reuse.chunk_starts(frames.table.first_record, frames.table.num_frames, frame_reuse)
+  num_windows = len(frames) if starts is None else len(starts)
   if num_windows < shard_count:
-    raise ValueError(f"{num_windows} windows cannot be split into {shard_count} shards")
+    what = "windows" if starts is None else "segments"
+    raise ValueError(f"{num_windows} {what} cannot be split into {shard_count} shards")
   shuffle_seed, augment_seed = _seeds(seed)
   tokens = tokenize_instructions(frames.table.instructions)
   ds = grain.MapDataset.range(num_windows)
   if shuffle:
     ds = ds.shuffle(seed=shuffle_seed)
   ds = ds.repeat(num_epochs)
+  if starts is not None:
+    ds = ds.map(_SegmentStart(starts))
+    seq_len = reuse.segment_length(seq_len, frame_reuse)
   reader = _ReadWindow(frames, seq_len, action_chunk, tokens, pretrain_video_only, image_shapes, robot)
   if augment:
     ds = ds.random_map(_DrawShifts(reader.cameras), seed=augment_seed)
@@ -450,13 +480,14 @@ def _defaults(split: str, shuffle, augment, num_epochs, drop_remainder):
 
 
 def _make(frames, split, *, batch_size, seq_len, action_chunk, seed, shuffle, augment, num_epochs,
-          shard_index, shard_count, worker_count, read_threads, drop_remainder, pretrain_video_only):
+          shard_index, shard_count, worker_count, read_threads, drop_remainder, pretrain_video_only,
+          frame_reuse=0):
   shuffle, augment, num_epochs, drop_remainder = _defaults(split, shuffle, augment, num_epochs,
                                                            drop_remainder)
   windows = calvin_windows(frames, seq_len=seq_len, action_chunk=action_chunk, seed=seed,
                            shuffle=shuffle, augment=augment, num_epochs=num_epochs,
                            shard_index=shard_index, shard_count=shard_count,
-                           pretrain_video_only=pretrain_video_only)
+                           pretrain_video_only=pretrain_video_only, frame_reuse=frame_reuse)
   return batch_windows(windows, batch_size=batch_size, drop_remainder=drop_remainder,
                        worker_count=worker_count, read_threads=read_threads)
 
@@ -467,20 +498,22 @@ def make_calvin_dataset(data_dir: str | os.PathLike, split: str, *, batch_size: 
                         num_epochs: int | None | str = "auto", shard_index: int = 0,
                         shard_count: int = 1, worker_count: int = 0, read_threads: int = 2,
                         drop_remainder: bool | None = None,
-                        pretrain_video_only: bool = False) -> grain.IterDataset:
+                        pretrain_video_only: bool = False, frame_reuse: int = 0) -> grain.IterDataset:
   """Batched GR-1 windows from a converted split (see the module docstring).
 
   Defaults by split: "train" shuffles, augments, repeats forever and drops the
   last partial batch; "validation" keeps the fixed record order, no
   augmentation, one epoch, keeps the partial batch.  shard_index/shard_count:
   pass jax.process_index()/jax.process_count().  worker_count: Grain worker
-  processes (0 = in-process, with `read_threads` reader threads).
+  processes (0 = in-process, with `read_threads` reader threads).  frame_reuse = W > 0:
+  batches of batch_size segments of seq_len + W - 1 steps, W windows each (module docstring).
   """
   return _make(ConvertedFrames(data_dir, split, config=config), split, batch_size=batch_size,
                seq_len=seq_len, action_chunk=action_chunk, seed=seed, shuffle=shuffle,
                augment=augment, num_epochs=num_epochs, shard_index=shard_index,
                shard_count=shard_count, worker_count=worker_count, read_threads=read_threads,
-               drop_remainder=drop_remainder, pretrain_video_only=pretrain_video_only)
+               drop_remainder=drop_remainder, pretrain_video_only=pretrain_video_only,
+               frame_reuse=frame_reuse)
 
 
 def raw_split_folder(calvin_dir: str | os.PathLike, split: str) -> Path:
@@ -498,7 +531,7 @@ def make_calvin_raw_dataset(calvin_dir: str | os.PathLike, split: str, *, batch_
                             augment: bool | None = None, num_epochs: int | None | str = "auto",
                             shard_index: int = 0, shard_count: int = 1, worker_count: int = 0,
                             read_threads: int = 2, drop_remainder: bool | None = None,
-                            pretrain_video_only: bool = False) -> grain.IterDataset:
+                            pretrain_video_only: bool = False, frame_reuse: int = 0) -> grain.IterDataset:
   """Like make_calvin_dataset, straight from a raw CALVIN split (no conversion).
 
   calvin_dir holds training/ and validation/ (e.g. calvin_debug_dataset); split
@@ -510,7 +543,7 @@ def make_calvin_raw_dataset(calvin_dir: str | os.PathLike, split: str, *, batch_
                seed=seed, shuffle=shuffle, augment=augment, num_epochs=num_epochs,
                shard_index=shard_index, shard_count=shard_count, worker_count=worker_count,
                read_threads=read_threads, drop_remainder=drop_remainder,
-               pretrain_video_only=pretrain_video_only)
+               pretrain_video_only=pretrain_video_only, frame_reuse=frame_reuse)
 
 
 def output_keys(pretrain_video_only: bool = False) -> tuple[str, ...]:

@@ -24,6 +24,13 @@ step t + 3 of the same window (the loss shifts; the last 3 steps have no target)
 Augmentation: DrQ random shift (data_pipelines.random_shift, replicate pad `shift_pad`,
 default 10 px at 224, one shift per window), drawn from the element's own RNG.
 
+Frame reuse (frame_reuse = W > 0, data_pipelines/frame_reuse.py): each element is a
+segment, i.e. a window of S = seq_len + W - 1 steps drawn by the same rule (train: start
+uniform over the clip's full segments; one random shift per segment); its steps
+w .. w+seq_len-1 are the window starting w frames (w * frame_stride stored frames) later.
+Every source of a mixture then yields segments (external ones must already hold S steps,
+e.g. CALVIN's calvin_windows(..., frame_reuse=W)).
+
 Determinism: each element's RNG is derived from (seed, source, element index), the
 shuffle from (seed, source, epoch); per-process sharding takes every shard_count-th
 clip starting at shard_index before shuffling, so processes see disjoint clips.
@@ -41,6 +48,7 @@ import numpy as np
 from PIL import Image
 
 from data_pipelines import batch_spec
+from data_pipelines import frame_reuse as reuse
 from data_pipelines import image_codec
 from data_pipelines import random_shift
 from data_pipelines.ego4d import records
@@ -104,17 +112,26 @@ class ClipToWindow:
 
   def __call__(self, element, rng: np.random.Generator) -> dict[str, Any]:
     header, jpegs = _parse_element(element)
+    start = window_start(len(jpegs), self.seq_len, self.frame_stride, rng if self.train else None)
+    out = self._read(header, jpegs, start)
+    if self.shift_pad > 0:
+      out[batch_spec.RGB_STATIC] = random_shift.random_shift(out[batch_spec.RGB_STATIC], self.shift_pad, rng)
+    return out
+
+  def window_at(self, element, start: int) -> dict[str, Any]:
+    """The window starting at stored frame `start` of the clip, without augmentation."""
+    header, jpegs = _parse_element(element)
+    return self._read(header, jpegs, start)
+
+  def _read(self, header: dict, jpegs: list, start: int) -> dict[str, Any]:
     h, w = int(header["height"]), int(header["width"])
     if self.image_size is not None and (h, w) != (self.image_size, self.image_size):
       raise ValueError(f"clip {header['clip_uid']!r} is {h}x{w}, the pipeline expects image_size="
                        f"{self.image_size}; prepare with --size {self.image_size} or change image_size")
-    start = window_start(len(jpegs), self.seq_len, self.frame_stride, rng if self.train else None)
     which = window_indices(len(jpegs), self.seq_len, self.frame_stride, start)
     frames = np.zeros((self.seq_len, h, w, 3), np.uint8)
     for k, j in enumerate(which):
       _decode_into(frames[k], jpegs[j], header["clip_uid"])
-    if self.shift_pad > 0:
-      frames = random_shift.random_shift(frames, self.shift_pad, rng)
     mask = np.zeros((self.seq_len,), np.float32)
     mask[:len(which)] = 1.0
     frame_index = np.full((self.seq_len,), -1, np.int32)
@@ -174,8 +191,9 @@ def ego4d_windows(path: str, *, split: str = "train", seq_len: int = DEFAULT_SEQ
                   shuffle: bool = True, augment: bool = False, shift_pad: int = DEFAULT_SHIFT_PAD,
                   seed: int = 0, shard_index: int = 0, shard_count: int = 1, num_epochs: int | None = None,
                   image_size: int | None = DEFAULT_IMAGE_SIZE, source_index: int = 0,
-                  require_complete: bool = True) -> grain.MapDataset:
-  """Unbatched windows of one prepared clip directory (infinite when num_epochs is None)."""
+                  require_complete: bool = True, frame_reuse: int = 0) -> grain.MapDataset:
+  """Unbatched windows of one prepared clip directory (infinite when num_epochs is None);
+  frame_reuse = W > 0: segments of seq_len + W - 1 steps instead (module docstring)."""
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index {shard_index} outside [0, {shard_count})")
   ds = clip_source(path, split, require_complete=require_complete)
@@ -186,6 +204,8 @@ def ego4d_windows(path: str, *, split: str = "train", seq_len: int = DEFAULT_SEQ
   if shuffle:
     ds = ds.shuffle(seed=seed % 2**32)
   ds = ds.repeat(num_epochs)
+  if frame_reuse:
+    seq_len = reuse.segment_length(seq_len, frame_reuse)
   fn = ClipToWindow(seq_len=seq_len, frame_stride=frame_stride, train=shuffle,
                     shift_pad=shift_pad if augment else 0, source_index=source_index, image_size=image_size)
   return ds.random_map(fn, seed=(seed + 7919) % 2**32)
@@ -202,7 +222,8 @@ def make_pretrain_dataset(sources, *, batch_size: int, seq_len: int = DEFAULT_SE
                           frame_stride: int = 1, num_epochs: int | None = None,
                           image_size: int = DEFAULT_IMAGE_SIZE, shift_pad: int = DEFAULT_SHIFT_PAD,
                           drop_remainder: bool = True, read_threads: int = 2,
-                          prefetch_buffer_size: int = 64, worker_buffer_size: int = 2) -> grain.IterDataset:
+                          prefetch_buffer_size: int = 64, worker_buffer_size: int = 2,
+                          frame_reuse: int = 0) -> grain.IterDataset:
   """Batched pretraining windows from weighted sources (see module doc).
 
   `sources`: a path, or a sequence of (source, weight); a source is a prepared clip
@@ -213,12 +234,17 @@ def make_pretrain_dataset(sources, *, batch_size: int, seq_len: int = DEFAULT_SE
   worker_count > 0 runs the decoding in that many grain worker processes
   (mp_prefetch; scripts need `if __name__ == "__main__":`; absl flags are marked
   parsed with their defaults if nothing parsed them yet).
+  frame_reuse = W > 0: elements are segments of seq_len + W - 1 steps (W windows each);
+  external sources must then yield segments of that length.
   """
   if isinstance(sources, (str, os.PathLike)):
     sources = [(sources, 1.0)]
   sources = list(sources)
   if not sources:
     raise ValueError("sources is empty")
+  if frame_reuse < 0:
+    raise ValueError(f"frame_reuse must be 0 (per-window) or the windows per segment, got {frame_reuse}")
+  steps = reuse.segment_length(seq_len, frame_reuse) if frame_reuse else seq_len
   datasets, weights = [], []
   for i, item in enumerate(sources):
     if not (isinstance(item, (tuple, list)) and len(item) == 2):
@@ -231,16 +257,16 @@ def make_pretrain_dataset(sources, *, batch_size: int, seq_len: int = DEFAULT_SE
       ds = ego4d_windows(os.fspath(src), split=split, seq_len=seq_len, frame_stride=frame_stride,
                          shuffle=shuffle, augment=augment, shift_pad=shift_pad, seed=s_seed,
                          shard_index=shard_index, shard_count=shard_count, num_epochs=num_epochs,
-                         image_size=image_size, source_index=i)
+                         image_size=image_size, source_index=i, frame_reuse=frame_reuse)
     elif isinstance(src, grain.MapDataset):
       ds = src
       if len(ds) < 2**62:  # finite
         if shuffle:
           ds = ds.shuffle(seed=s_seed)
         ds = ds.repeat(num_epochs)
-      ds = ds.map(AdaptExternal(seq_len=seq_len, image_size=image_size, source_index=i))
+      ds = ds.map(AdaptExternal(seq_len=steps, image_size=image_size, source_index=i))
     elif isinstance(src, grain.IterDataset):
-      ds = src.map(AdaptExternal(seq_len=seq_len, image_size=image_size, source_index=i))
+      ds = src.map(AdaptExternal(seq_len=steps, image_size=image_size, source_index=i))
     else:
       raise TypeError(f"sources[{i}]: expected a path, grain.MapDataset or grain.IterDataset, "
                       f"got {type(src).__name__}")

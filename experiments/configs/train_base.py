@@ -29,6 +29,10 @@ def base_config() -> ml_collections.ConfigDict:
       "nonfinite_from": -1,  # synthetic only: NaN batches from this index on (tests of the guard)
       "generate_demo_data": False,   # demo: write fake data to `path` if it does not exist
       "lerobot": lerobot_defaults(),  # data.name 'lerobot' (and mixture kind lerobot) only
+      # Training batches of segments of seq_len + W - 1 frames, W windows each, whose frames are
+      # encoded once (data_pipelines/frame_reuse.py, docs/frame_reuse.md); batch_size still counts
+      # windows. 0: the faithful per-window batches (evaluation is always per-window).
+      "frame_reuse": 0,
   })
   c.init_from = ""                      # stage-1 workdir or converted official checkpoint
   c.mae_from = ""                       # frozen MAE weights from experiments/pretrain_mae.py (over init_from's)

@@ -18,6 +18,9 @@ Data flow for a window of L steps (shapes for the official config):
 
 The forward is split into encode_language / encode_frames / predict so the
 closed-loop policy can cache per-frame features; __call__ chains them.
+call_segments does the same for training with frame reuse (data_pipelines/frame_reuse.py):
+per-frame features of B segments of seq_len + W - 1 frames, computed once per frame, then
+gathered into the B*W windows that predict runs on.
 Frozen encoders sit under `model_clip` and `model_mae`: `TRAINABLE` selects
 everything else, and their outputs are stop_gradient'ed.
 """
@@ -27,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from data_pipelines import frame_reuse
 from gr1_jax.model_config import GR1Config
 from gr1_jax.modules import partitioning as part
 from gr1_jax.modules.action_head import ActionHead
@@ -207,4 +211,32 @@ class GR1(nnx.Module):
       out["obs_targets"] = normalized_patch_targets(rgb, p, cfg.norm_pix_loss)
       if cfg.fwd_pred_hand:
         out["obs_hand_targets"] = normalized_patch_targets(hand_rgb, p, cfg.norm_pix_loss)
+    return out
+
+  def call_segments(self, rgb, tokens, step_mask, num_windows: int, *, hand_rgb=None, arm_state=None,
+                    gripper_state=None):
+    """__call__ over the W windows of each of B segments (frame reuse, data_pipelines/frame_reuse.py).
+
+    Inputs as for __call__ with S = seq_len + W - 1 steps per segment instead of seq_len;
+    returns __call__'s outputs for the B*W windows, row b*W + w = steps w .. w+seq_len-1 of
+    segment b. The per-frame work (frozen MAE, Perceiver Resampler, token embeddings, video
+    targets) runs once per segment frame and the language once per segment; gradients reach
+    the resampler and embeddings through the gather, summed over the windows sharing a frame,
+    as in the per-window path (no dropout before the trunk, so every copy is the same value).
+    """
+    cfg = self.config
+    seq, w = cfg.seq_len, num_windows
+    steps = frame_reuse.segment_length(seq, w)
+    if step_mask.shape[-1] != steps:
+      raise ValueError(f"segments have {step_mask.shape[-1]} steps; seq_len={seq} and {w} windows per "
+                       f"segment need {steps}")
+    unfold = lambda x: None if x is None else frame_reuse.unfold(x, seq, w)
+    feats = {k: unfold(v) for k, v in self.encode_frames(rgb, hand_rgb).items()}
+    lang = frame_reuse.repeat_windows(self.encode_language(tokens), w)
+    out = self.predict(lang, feats, unfold(step_mask), unfold(arm_state), unfold(gripper_state))
+    if cfg.fwd_pred:
+      p = cfg.mae.patch_size
+      out["obs_targets"] = unfold(normalized_patch_targets(rgb, p, cfg.norm_pix_loss))
+      if cfg.fwd_pred_hand:
+        out["obs_hand_targets"] = unfold(normalized_patch_targets(hand_rgb, p, cfg.norm_pix_loss))
     return out

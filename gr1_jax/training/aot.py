@@ -10,7 +10,8 @@ memory per chip and FLOPs per step are known before a pod is rented
 
 The batch is the data pipelines' contract (data_pipelines/batch_spec.py): uint8 frames at
 the native resolution of the stage's data (Ego4D clips at config.data.image_size; CALVIN's
-200x200 static and 84x84 wrist cameras), resized on device inside the step.
+200x200 static and 84x84 wrist cameras), resized on device inside the step; with
+config.data.frame_reuse = W, batch_size / W segments of seq_len + W - 1 steps.
 """
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ class CompiledStep:
 def batch_shapes(config: Mapping, model: GR1Config) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
   """(shape, dtype) of every batch key the step reads, at the stage's native resolution."""
   b, l, k = config["batch_size"], model.seq_len, model.action_chunk
+  windows = config["data"].get("frame_reuse", 0)
+  if windows:   # frame reuse: batch_size / W segments of seq_len + W - 1 steps
+    b, l = b // windows, l + windows - 1
   stage2 = model.use_hand_rgb or model.use_state or model.act_pred
   static = CALVIN_STATIC if stage2 else config["data"]["image_size"]
   shapes = {bs.STEP_MASK: (b, l), bs.LANGUAGE_TOKENS: (b, 77), bs.RGB_STATIC: (b, l, static, static, 3),
@@ -84,9 +88,13 @@ def compile_train_step(config: ml_collections.ConfigDict | Mapping, devices: Seq
   model = experiment_config.validate(checked)
   mesh = sharding.make_mesh(config["mesh"], devices)
   sharding.check_batch_size(config["batch_size"], mesh)
+  if config["data"].get("frame_reuse", 0):
+    sharding.check_batch_size(experiment_config.segments_per_batch(config), mesh,
+                              field="config.batch_size / config.data.frame_reuse")
   tx, schedule = optimizer.make_optimizer(config["optimizer"], config["num_train_steps"])
   layout = ts.make_layout(model, tx, mesh)
-  step = make_train_step(layout, tx, schedule, dict(config["loss_weights"]))
+  step = make_train_step(layout, tx, schedule, dict(config["loss_weights"]),
+                         frame_reuse=config["data"].get("frame_reuse", 0))
   batch_sharding = sharding.batch_sharding(mesh)
   batch = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
            for key, (shape, dtype) in batch_shapes(config, model).items()}

@@ -21,7 +21,7 @@ FIELDS = {
 }
 DATA_FIELDS = {"name": str, "path": str, "mixture": str, "augment": bool, "worker_count": int,
                "image_size": int, "hand_size": int, "nonfinite_from": int, "generate_demo_data": bool,
-               "lerobot": Mapping}
+               "lerobot": Mapping, "frame_reuse": int}
 POSITIVE = ("batch_size", "num_train_steps", "log_every", "eval_every", "checkpoint_every",
             "keep_checkpoints", "max_consecutive_nonfinite", "image_every")
 
@@ -59,6 +59,22 @@ def _check_data_source(data: Mapping, check_paths: bool) -> None:
     raise ConfigError(f"config.data.path={path} {what}; set it to {MIXTURE_KINDS[name]} (data.name={name!r})")
 
 
+def _check_frame_reuse(windows: int, batch_size: int) -> None:
+  """data.frame_reuse = W windows per segment (0 = per-window); batch_size counts windows."""
+  if windows < 0:
+    raise ConfigError(f"config.data.frame_reuse={windows} must be 0 (per-window batches) or the number "
+                      "of windows per segment (data_pipelines/frame_reuse.py)")
+  if windows and batch_size % windows:
+    raise ConfigError(f"config.batch_size={batch_size} is not divisible by config.data.frame_reuse={windows}: "
+                      "the batch counts windows and is made of batch_size / frame_reuse segments")
+
+
+def segments_per_batch(config: Mapping) -> int:
+  """Leading dimension of a training batch: batch_size windows, or batch_size / W segments."""
+  windows = config["data"]["frame_reuse"]
+  return config["batch_size"] // windows if windows else config["batch_size"]
+
+
 def validate(config: Mapping, *, check_paths: bool = True) -> GR1Config:
   """Raises ConfigError (a ValueError) naming the offending field; returns the model config.
 
@@ -72,6 +88,7 @@ def validate(config: Mapping, *, check_paths: bool = True) -> GR1Config:
   if config["data"]["name"] not in DATA_SOURCES:
     raise ConfigError(f"config.data.name={config['data']['name']!r}; expected one of {', '.join(DATA_SOURCES)}")
   _check_data_source(config["data"], check_paths)
+  _check_frame_reuse(config["data"]["frame_reuse"], config["batch_size"])
   mae_from = config["mae_from"]
   if mae_from and check_paths and not url_paths.is_url(mae_from) and not os.path.isdir(mae_from):
     raise ConfigError(f"config.mae_from={mae_from} does not exist; set it to a directory written by "

@@ -14,6 +14,9 @@ Every process reads its own 1/process_count of the global batch (disjoint shards
 `to_global` turns the per-process numpy batches into one globally sharded array per key.
 Evaluation reads the first config.eval_batches batches of the validation split in a
 fixed order, the same ones at every evaluation.
+data.frame_reuse = W > 0 (training only): every source yields segments of seq_len + W - 1
+steps, global_batch / W of them per batch (data_pipelines/frame_reuse.py); global_batch
+still counts windows. Evaluation batches stay per-window.
 """
 from __future__ import annotations
 
@@ -92,7 +95,7 @@ def parse_mixture(text: str, *, check_paths: bool = False) -> list[MixtureEntry]
 
 
 def pretrain_sources(data: Mapping, model: GR1Config, *, seed: int, train: bool, shard_index: int,
-                     shard_count: int) -> list:
+                     shard_count: int, frame_reuse: int = 0) -> list:
   """The (source, weight) list of make_pretrain_dataset: data.path alone, or data.mixture
   with its CALVIN entries opened as this process's shard of video-only windows."""
   if not data["mixture"]:
@@ -117,7 +120,7 @@ def pretrain_sources(data: Mapping, model: GR1Config, *, seed: int, train: bool,
         frames, seq_len=model.seq_len, seed=source_seed(seed, i), shuffle=train,
         augment=train and data["augment"], num_epochs=None, shard_index=shard_index,
         shard_count=shard_count, pretrain_video_only=True,
-        image_shapes=getattr(frames, "image_shapes", None))
+        image_shapes=getattr(frames, "image_shapes", None), frame_reuse=frame_reuse)
     sources.append((windows, entry.weight))
   return sources
 
@@ -142,33 +145,43 @@ def make_dataset(data: Mapping, model: GR1Config, *, global_batch: int, seed: in
 
 def _make_dataset(data: Mapping, model: GR1Config, *, global_batch: int, seed: int, train: bool):
   name = data["name"]
+  reuse = data.get("frame_reuse", 0) if train else 0
+  if reuse:
+    if global_batch % reuse:
+      raise ConfigError(f"the global batch {global_batch} is not divisible by config.data.frame_reuse={reuse}")
+    global_batch //= reuse   # segments of W windows each
   batch = _local_batch(global_batch)
+  steps = model.seq_len + reuse - 1 if reuse else model.seq_len
   shard = {"shard_index": jax.process_index(), "shard_count": jax.process_count()}
   if name == "synthetic":
     from data_pipelines.synthetic import synthetic_dataset
-    return synthetic_dataset(batch_size=global_batch, seq_len=model.seq_len, image_size=data["image_size"],
+    return synthetic_dataset(batch_size=global_batch, seq_len=steps, image_size=data["image_size"],
                              hand_size=data["hand_size"], action_chunk=model.action_chunk,
                              finetune=model.use_state or model.use_hand_rgb,
                              seed=seed * 2 + int(not train),
                              nonfinite_from=data["nonfinite_from"] if train else -1, **shard)
   if name == "ego4d":
     from data_pipelines.ego4d.pipeline import make_pretrain_dataset
-    sources = pretrain_sources(data, model, seed=seed, train=train, **shard)
+    sources = pretrain_sources(data, model, seed=seed, train=train, frame_reuse=reuse, **shard)
     return make_pretrain_dataset(
         sources, batch_size=batch, seq_len=model.seq_len, seed=seed, shuffle=train,
         augment=train and data["augment"], split="train" if train else "val",
-        image_size=data["image_size"], worker_count=data["worker_count"] if train else 0, **shard)
+        image_size=data["image_size"], worker_count=data["worker_count"] if train else 0,
+        frame_reuse=reuse, **shard)
   if name in ("calvin", "calvin_raw"):
     from data_pipelines.calvin import pipeline as calvin
     kwargs = dict(batch_size=batch, seq_len=model.seq_len, action_chunk=model.action_chunk, seed=seed,
                   shuffle=train, augment=train and data["augment"], num_epochs=None, drop_remainder=True,
                   worker_count=data["worker_count"] if train else 0,
-                  pretrain_video_only=not (model.use_state or model.use_hand_rgb), **shard)
+                  pretrain_video_only=not (model.use_state or model.use_hand_rgb), frame_reuse=reuse, **shard)
     split = "train" if train else "validation"
     if name == "calvin":
       return calvin.make_calvin_dataset(data["path"], split, **kwargs)
     return calvin.make_calvin_raw_dataset(data["path"], split, **kwargs)
   if name == "lerobot":
+    if reuse:
+      raise ConfigError(f"config.data.frame_reuse={reuse}: frame reuse is not wired for "
+                        "config.data.name='lerobot' yet; set it to 0")
     from data_pipelines.lerobot import pipeline as lerobot
     return lerobot.make_lerobot_dataset(
         data["path"], "train" if train else "validation", lerobot.LeRobotSpec.from_config(data["lerobot"]),

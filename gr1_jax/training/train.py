@@ -154,6 +154,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
   url_paths.as_epath(workdir, "workdir")
   mesh = sharding.make_mesh(config["mesh"])
   sharding.check_batch_size(config["batch_size"], mesh)
+  frame_reuse = config["data"]["frame_reuse"]
+  if frame_reuse:   # the training batch's leading dimension is batch_size / W segments
+    sharding.check_batch_size(experiment_config.segments_per_batch(config), mesh,
+                              field=f"config.batch_size / config.data.frame_reuse = {config['batch_size']} / {frame_reuse}")
   _check_init_from(config["init_from"])
   total = config["num_train_steps"]
   tx, schedule = optimizer.make_optimizer(config["optimizer"], total)
@@ -171,8 +175,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
   if norm is not None:
     log.info("robot mapping and %s normalisation (%s) are saved with every checkpoint", norm.mode,
              norm.source or "no statistics")
-  log.info("%s; global batch %d (%d per process)", sharding.describe(mesh), config["batch_size"],
-           config["batch_size"] // jax.process_count())
+  log.info("%s; global batch %d (%d per process)%s", sharding.describe(mesh), config["batch_size"],
+           config["batch_size"] // jax.process_count(),
+           f", frame reuse: {experiment_config.segments_per_batch(config)} segments of "
+           f"{model_config.seq_len + frame_reuse - 1} frames x {frame_reuse} windows" if frame_reuse else "")
 
   # ---- 3. state -------------------------------------------------------------------------
   with _removed_if_failed(workdir, url_paths.join(workdir, "checkpoints")):
@@ -203,7 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | Mapping, workdir: str
     log.info("checkpoint step %d (%s) -> %s", step, reason, checkpointer.directory)
 
   # ---- 4. loop --------------------------------------------------------------------------
-  train_step = make_train_step(layout, tx, schedule, weights)
+  train_step = make_train_step(layout, tx, schedule, weights, frame_reuse=frame_reuse)
   eval_step = make_eval_step(layout, weights)
   progress = Progress(total_steps=total, global_batch=config["batch_size"], start_step=start)
   history, previous, last_train, last_eval, baselines = [], None, {}, {}, None

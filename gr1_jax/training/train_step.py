@@ -4,6 +4,11 @@
       --> gr1_losses (whatever heads the model has: video only in stage 1, all in stage 2)
       --> gradients w.r.t. the trainable params only --> non-finite guard --> AdamW
 
+With frame reuse (frame_reuse = W > 0, data_pipelines/frame_reuse.py) the batch holds B
+segments of seq_len + W - 1 steps: the model runs GR1.call_segments (per-frame features once
+per segment frame, gathered into B*W windows) and the losses see the unfolded window batch,
+so the loss is that of the per-window path on those B*W windows (same masked means).
+
 A step whose loss or gradient norm is not finite changes nothing but the
 counters: params and optimizer state keep their old values (so the learning-rate
 schedule, driven by the optimizer's own count, does not advance either).
@@ -18,6 +23,7 @@ import optax
 from flax import nnx
 
 from data_pipelines import batch_spec as bs
+from data_pipelines import frame_reuse as reuse
 from gr1_jax import sharding
 from gr1_jax.losses import gr1_losses
 from gr1_jax.model_inputs import model_inputs, required_keys  # noqa: F401  (required_keys: re-exported for the loop)
@@ -45,19 +51,55 @@ def forward(graphdef, params, frozen, rngs, batch, config: GR1Config, *, train: 
   return model(**inputs), inputs
 
 
-def make_train_step(layout: StateLayout, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    loss_weights: Mapping[str, float] | None = None):
-  """jit(train_step)(state, frozen, rngs, batch) -> (state, metrics); `state` is donated."""
+# The batch keys the losses read (gr1_losses); with frame reuse only these are unfolded.
+LOSS_KEYS = (bs.STEP_MASK, bs.ARM_ACTION, bs.GRIPPER_ACTION, bs.ACTION_MASK)
+
+
+def forward_segments(graphdef, params, frozen, rngs, batch, config: GR1Config, num_windows: int, *,
+                     train: bool):
+  """Frame reuse: a batch of B segments -> (outputs of its B*W windows, the window batch of LOSS_KEYS)."""
+  model = nnx.merge(graphdef, params, frozen, rngs)
+  if train:
+    model.train()
+  else:
+    model.eval()
+  outputs = model.call_segments(num_windows=num_windows, **model_inputs(batch, config))
+  windows = reuse.unfold_batch({k: batch[k] for k in LOSS_KEYS if k in batch}, config.seq_len, num_windows)
+  return outputs, windows
+
+
+def make_loss_fn(layout: StateLayout, loss_weights: Mapping[str, float] | None = None, frame_reuse: int = 0):
+  """loss_fn(params, frozen, rngs, batch) -> (total loss, per-head losses), in training mode.
+
+  frame_reuse = W > 0: `batch` holds segments of seq_len + W - 1 steps (module docstring)."""
   config = layout.model_config
   weights = dict(loss_weights or {})
+  if frame_reuse < 0:
+    raise ValueError(f"frame_reuse must be 0 (per-window) or the windows per segment, got {frame_reuse}")
+
+  def loss_fn(params, frozen, rngs, batch):
+    if frame_reuse:
+      outputs, batch = forward_segments(layout.graphdef, params, frozen, rngs, batch, config, frame_reuse,
+                                        train=True)
+    else:
+      outputs, _ = forward(layout.graphdef, params, frozen, rngs, batch, config, train=True)
+    losses = gr1_losses(outputs, batch, config.fwd_pred_next_n, weights)
+    return losses["total"], losses
+  return loss_fn
+
+
+def make_train_step(layout: StateLayout, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    loss_weights: Mapping[str, float] | None = None, frame_reuse: int = 0):
+  """jit(train_step)(state, frozen, rngs, batch) -> (state, metrics); `state` is donated.
+
+  frame_reuse = W > 0: batches of segments of seq_len + W - 1 steps (config.data.frame_reuse)."""
+  compute_loss = make_loss_fn(layout, loss_weights, frame_reuse)
 
   def train_step(state: TrainState, frozen, rngs, batch):
     step_rngs = rngs_for_step(rngs, state.step)
 
     def loss_fn(params):
-      outputs, _ = forward(layout.graphdef, params, frozen, step_rngs, batch, config, train=True)
-      losses = gr1_losses(outputs, batch, config.fwd_pred_next_n, weights)
-      return losses["total"], losses
+      return compute_loss(params, frozen, step_rngs, batch)
 
     (loss, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grad_norm = optax.global_norm(grads)
