@@ -152,8 +152,9 @@ def main(argv=None) -> dict:
   factory = functools.partial(_policy_factory, checkpoint, args.step, args.execute_actions, args.mode)
   metadata = {"checkpoint": checkpoint, "dataset_dir": os.path.abspath(args.dataset_dir),
               "execute_actions": args.execute_actions, "policy_mode": args.mode, "backend": info}
-  if args.protocol == "tasks":
-    try:
+  progress_dir = os.path.splitext(output)[0] + ".progress"
+  try:
+    if args.protocol == "tasks":
       instructions = backend.instructions()
       tasks = _resolve_tasks(args.tasks, instructions)
       if args.instructions == "training":
@@ -161,25 +162,19 @@ def main(argv=None) -> dict:
       summary = calvin_tasks.evaluate_tasks(
           backend, factory, tasks, episodes_per_task=args.episodes_per_task, seed=args.seed,
           workers=args.workers, ep_len=args.ep_len, groups=_task_groups(), instructions=instructions,
-          video_dir=video_dir, output=output, progress_dir=os.path.splitext(output)[0] + ".progress",
+          video_dir=video_dir, output=output, progress_dir=progress_dir,
           metadata=dict(metadata, instructions=args.instructions), verbose=not args.quiet)
-    finally:
-      backend.close()
-    if not args.quiet:
-      print(calvin_tasks.format_task_summary(summary))
-      print(f"wrote {output}" + (f"; videos in {video_dir}" if video_dir else ""))
-    return summary
-  try:
-    summary = calvin_rollout.evaluate(
-        backend, factory, num_sequences=args.num_sequences, sequence_pool=args.sequence_pool,
-        workers=args.workers, ep_len=args.ep_len,
-        video_dir=video_dir, output=output,
-        progress_dir=os.path.splitext(output)[0] + ".progress",
-        metadata=metadata, verbose=not args.quiet)
+      text = calvin_tasks.format_task_summary(summary)
+    else:
+      summary = calvin_rollout.evaluate(
+          backend, factory, num_sequences=args.num_sequences, sequence_pool=args.sequence_pool,
+          workers=args.workers, ep_len=args.ep_len, video_dir=video_dir, output=output,
+          progress_dir=progress_dir, metadata=metadata, verbose=not args.quiet)
+      text = calvin_rollout.format_summary(summary)
   finally:
     backend.close()
   if not args.quiet:
-    print(calvin_rollout.format_summary(summary))
+    print(text)
     print(f"wrote {output}" + (f"; videos in {video_dir}" if video_dir else ""))
   return summary
 

@@ -174,11 +174,15 @@ def format_summary(summary: dict) -> str:
            " ".join(f"{k}/5: {100 * v:.1f}%" for k, v in summary["chain_sr"].items())]
   for task, info in summary["task_info"].items():
     lines.append(f"  {task}: {info['success']} / {info['total']} ({100 * info['success_rate']:.1f}%)")
-  t = summary["timing"]
-  if t["env_steps"]:
-    lines.append(f"  {t['env_steps']} env steps: policy {t['policy_step_ms']:.1f} ms/step, "
-                 f"env {t['env_step_ms']:.1f} ms/step")
-  return "\n".join(lines)
+  return "\n".join(lines + format_timing(summary["timing"]))
+
+
+def format_timing(timing: dict) -> list[str]:
+  """The per-step timing line of a summary (none when no step ran)."""
+  if not timing["env_steps"]:
+    return []
+  return [f"  {timing['env_steps']} env steps: policy {timing['policy_step_ms']:.1f} ms/step, "
+          f"env {timing['env_step_ms']:.1f} ms/step"]
 
 
 # ----------------------------------------------------------------------------- running many chains

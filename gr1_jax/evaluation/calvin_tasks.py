@@ -77,11 +77,7 @@ def format_task_summary(summary: dict) -> str:
             for key, value in summary.items() if key.startswith("mean_success_")]
   for task, info in summary["task_info"].items():
     lines.append(f"  {task}: {info['success']} / {info['total']} ({100 * info['success_rate']:.1f}%)")
-  t = summary["timing"]
-  if t["env_steps"]:
-    lines.append(f"  {t['env_steps']} env steps: policy {t['policy_step_ms']:.1f} ms/step, "
-                 f"env {t['env_step_ms']:.1f} ms/step")
-  return "\n".join(lines)
+  return "\n".join(lines + calvin_rollout.format_timing(summary["timing"]))
 
 
 def evaluate_tasks(backend, policy_factory, tasks: Sequence[str], *, episodes_per_task: int = 20,
