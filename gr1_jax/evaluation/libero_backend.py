@@ -5,8 +5,9 @@
 
 With libero_python=None LIBERO must import here. Otherwise `libero_service.py` is started
 in that interpreter (lazily, once per process, so each evaluation worker gets its own
-simulator) with MUJOCO_GL=egl unless set, and every call goes over two pipes, with the
-wire format of calvin_service. Both offer the interface gr1_jax.evaluation.libero_rollout
+simulator) with MUJOCO_GL=egl and LIBERO_CONFIG_PATH=<venv>/libero_config (what
+libero_setup.sh writes) unless set, and every call goes over two pipes, with the wire
+format of calvin_service. Both offer the interface gr1_jax.evaluation.libero_rollout
 expects: check(), suite_info(suite), init_states(suite, task_id), make_env(), close().
 """
 from __future__ import annotations
@@ -38,6 +39,9 @@ class _RemoteService:
     log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - lives as long as the child
     child_env = dict(os.environ, **(env or {}))
     child_env.setdefault("MUJOCO_GL", "egl")
+    config = Path(python).absolute().parents[1] / "libero_config"   # what libero_setup.sh writes
+    if (config / "config.yaml").is_file():
+      child_env.setdefault("LIBERO_CONFIG_PATH", str(config))
     child_env.pop("PYTHONPATH", None)     # the LIBERO venv must not see this project's packages
     self._proc = subprocess.Popen(
         [python, str(script), "--in-fd", str(to_child_r), "--out-fd", str(from_child_w)],
