@@ -76,10 +76,13 @@ class LiberoService:
     libero = self._require("libero.libero")
     mujoco = self._require("mujoco")
     robosuite = self._require("robosuite")
-    assets = libero.get_libero_path("assets")
-    if not os.path.isdir(assets) or not os.listdir(assets):
-      raise FileNotFoundError(f"LIBERO's assets directory {assets} is missing or empty (meshes and "
-                              "textures are not in the wheel; see experiments/libero_setup.sh)")
+    # hf-libero's envs read <libero.libero>/assets (else download from the Hugging Face hub,
+    # which fails offline), whatever the config's "assets" says.
+    assets = os.path.join(os.path.dirname(os.path.abspath(libero.__file__)), "assets")
+    if not os.path.isdir(os.path.join(assets, "scenes")):
+      raise FileNotFoundError(f"LIBERO's assets directory {assets} is missing or incomplete (meshes "
+                              "and textures are not in the wheel; experiments/libero_setup.sh links "
+                              "them there)")
     return {"python": sys.executable, "numpy": np.__version__, "mujoco": mujoco.__version__,
             "robosuite": robosuite.__version__, "assets": assets,
             "MUJOCO_GL": os.environ.get("MUJOCO_GL")}
