@@ -156,6 +156,7 @@ def test_resume_falls_back_with_one_warning_and_leaves_the_damage(trained, setup
     assert np.array_equal(a[key], b[key]), key
 
 
+@pytest.mark.slow   # the fallback itself is in the default suite (one warning, the damage kept)
 def test_resumed_fallback_run_is_bit_identical_and_keeps_the_damage(trained, finetune_xla_cache, tmp_path):
   workdir = _copy(trained, tmp_path)
   _truncate(workdir / "checkpoints" / "20")

@@ -90,7 +90,9 @@ def _resampler_norm(grads):
   return float(np.sqrt(sum(np.sum(x ** 2) for x in jax.tree.leaves(grads["perceiver_resampler"]))))
 
 
-@pytest.mark.parametrize("variant,chunk", [("tiny_pretrain", 1), ("tiny", 1), ("tiny", 3)],
+# Action chunks add no frame-reuse logic of their own (the losses see the unfolded windows): -m slow.
+@pytest.mark.parametrize("variant,chunk", [("tiny_pretrain", 1), ("tiny", 1),
+                                           pytest.param("tiny", 3, marks=pytest.mark.slow)],
                          ids=["stage1_video", "stage2", "stage2_chunk3"])
 def test_loss_and_gradients_equal_the_per_window_path(variant, chunk):
   config, layout, params, frozen, rngs = _setup(variant, chunk)
@@ -139,6 +141,7 @@ def test_outputs_equal_the_per_window_forward():
                                err_msg=key)
 
 
+@pytest.mark.slow   # the loss/gradient equality above is the default suite's check; this adds the jitted step
 def test_train_step_with_frame_reuse_runs_and_matches():
   """The jitted step of config.data.frame_reuse: same metrics as the per-window step on the same windows."""
   config, layout, params, frozen, rngs = _setup("tiny")
