@@ -11,12 +11,7 @@ the interface `gr1_jax.evaluation.calvin_rollout` expects of a backend.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import threading
-from pathlib import Path
-
-from gr1_jax.evaluation import calvin_service
+from gr1_jax.evaluation import calvin_service, pipe_service
 from gr1_jax.evaluation.calvin_service import CalvinNotInstalledError, ServiceEnv
 
 
@@ -29,66 +24,19 @@ class CalvinServiceDied(CalvinServiceError):
   glibc's "corrupted double-linked list" after an hour of rendering); a new one can carry on."""
 
 
-class _RemoteService:
+class _RemoteService(pipe_service.PipeService):
   """Client of `calvin_service.serve` running under another Python."""
+  name, python_flag, methods = "CALVIN", "--calvin_python", calvin_service.METHODS
+  error, died = CalvinServiceError, CalvinServiceDied
+  raised_as_is = {"CalvinNotInstalledError": CalvinNotInstalledError, "FileNotFoundError": FileNotFoundError}
 
   def __init__(self, python: str, dataset_dir: str, calvin_root: str | None, log_path: str | None,
                with_depth: bool = False):
-    if not Path(python).exists():
-      raise FileNotFoundError(f"--calvin_python {python} does not exist")
-    to_child_r, to_child_w = os.pipe()
-    from_child_r, from_child_w = os.pipe()
-    script = Path(calvin_service.__file__).resolve()
-    log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - lives as long as the child
-    # The child's stdout/stderr (pybullet prints from C) never touch the message pipes.
-    self._proc = subprocess.Popen(
-        [python, str(script), "--in-fd", str(to_child_r), "--out-fd", str(from_child_w)],
-        pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
-        stdout=log or subprocess.DEVNULL, stderr=log or None, cwd=str(script.parent))
-    os.close(to_child_r), os.close(from_child_w)
-    self._requests = os.fdopen(to_child_w, "wb")
-    self._responses = os.fdopen(from_child_r, "rb")
-    self._lock = threading.Lock()
-    self.python = python
+    super().__init__(python, calvin_service.__file__, log_path)
     self.call("init", dataset_dir, calvin_root, with_depth=with_depth)
-
-  def call(self, method, *args, **kwargs):
-    with self._lock:
-      try:
-        calvin_service.send(self._requests, (method, args, kwargs))
-        reply = calvin_service.receive(self._responses)
-      except (EOFError, BrokenPipeError) as exc:
-        code = self._proc.poll()
-        raise CalvinServiceDied(f"the CALVIN service under {self.python} died (exit code {code}) "
-                                 f"during {method}") from exc
-    if reply[0] == "ok":
-      return reply[1]
-    _, kind, message = reply
-    if kind == "CalvinNotInstalledError":
-      raise CalvinNotInstalledError(message.split("\nTraceback")[0])
-    if kind == "FileNotFoundError":
-      raise FileNotFoundError(message.split("\nTraceback")[0])
-    raise CalvinServiceError(f"{kind} in the CALVIN service ({method}): {message}")
-
-  def __getattr__(self, name):
-    if name in calvin_service.METHODS:
-      return lambda *args, **kwargs: self.call(name, *args, **kwargs)
-    raise AttributeError(name)
 
   def make_env(self):
     return ServiceEnv(self)
-
-  def shutdown(self):
-    if self._proc.poll() is None:
-      try:
-        self.call("close")
-      except Exception:  # noqa: BLE001
-        pass
-      try:
-        self._proc.wait(timeout=30)
-      except subprocess.TimeoutExpired:
-        self._proc.kill()
-    self._requests.close(), self._responses.close()
 
 
 class CalvinBackend:

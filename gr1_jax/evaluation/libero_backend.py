@@ -13,11 +13,9 @@ expects: check(), suite_info(suite), init_states(suite, task_id), make_env(), cl
 from __future__ import annotations
 
 import os
-import subprocess
-import threading
 from pathlib import Path
 
-from gr1_jax.evaluation import calvin_service, libero_service
+from gr1_jax.evaluation import libero_service, pipe_service
 from gr1_jax.evaluation.libero_service import LiberoNotInstalledError
 
 
@@ -29,63 +27,20 @@ class LiberoServiceDied(LiberoServiceError):
   """The LIBERO interpreter exited mid-call."""
 
 
-class _RemoteService:
+class _RemoteService(pipe_service.PipeService):
+  """Client of `libero_service.serve` running under the LIBERO venv's Python."""
+  name, python_flag, methods = "LIBERO", "--libero_python", libero_service.METHODS
+  error, died = LiberoServiceError, LiberoServiceDied
+  raised_as_is = {"LiberoNotInstalledError": LiberoNotInstalledError, "FileNotFoundError": FileNotFoundError}
+
   def __init__(self, python: str, log_path: str | None, env: dict | None = None):
-    if not Path(python).exists():
-      raise FileNotFoundError(f"--libero_python {python} does not exist")
-    to_child_r, to_child_w = os.pipe()
-    from_child_r, from_child_w = os.pipe()
-    script = Path(libero_service.__file__).resolve()
-    log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - lives as long as the child
     child_env = dict(os.environ, **(env or {}))
     child_env.setdefault("MUJOCO_GL", "egl")
     config = Path(python).absolute().parents[1] / "libero_config"   # what libero_setup.sh writes
     if (config / "config.yaml").is_file():
       child_env.setdefault("LIBERO_CONFIG_PATH", str(config))
     child_env.pop("PYTHONPATH", None)     # the LIBERO venv must not see this project's packages
-    self._proc = subprocess.Popen(
-        [python, str(script), "--in-fd", str(to_child_r), "--out-fd", str(from_child_w)],
-        pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
-        stdout=log or subprocess.DEVNULL, stderr=log or None, cwd=str(script.parent), env=child_env)
-    os.close(to_child_r), os.close(from_child_w)
-    self._requests = os.fdopen(to_child_w, "wb")
-    self._responses = os.fdopen(from_child_r, "rb")
-    self._lock = threading.Lock()
-    self.python = python
-
-  def call(self, method, *args, **kwargs):
-    with self._lock:
-      try:
-        calvin_service.send(self._requests, (method, args, kwargs))
-        reply = calvin_service.receive(self._responses)
-      except (EOFError, BrokenPipeError) as exc:
-        raise LiberoServiceDied(f"the LIBERO service under {self.python} died (exit code "
-                                f"{self._proc.poll()}) during {method}") from exc
-    if reply[0] == "ok":
-      return reply[1]
-    _, kind, message = reply
-    if kind == "LiberoNotInstalledError":
-      raise LiberoNotInstalledError(message.split("\nTraceback")[0])
-    if kind == "FileNotFoundError":
-      raise FileNotFoundError(message.split("\nTraceback")[0])
-    raise LiberoServiceError(f"{kind} in the LIBERO service ({method}): {message}")
-
-  def __getattr__(self, name):
-    if name in libero_service.METHODS:
-      return lambda *args, **kwargs: self.call(name, *args, **kwargs)
-    raise AttributeError(name)
-
-  def shutdown(self):
-    if self._proc.poll() is None:
-      try:
-        self.call("close")
-      except Exception:  # noqa: BLE001
-        pass
-      try:
-        self._proc.wait(timeout=30)
-      except subprocess.TimeoutExpired:
-        self._proc.kill()
-    self._requests.close(), self._responses.close()
+    super().__init__(python, libero_service.__file__, log_path, env=child_env)
 
 
 class LiberoEnv:
