@@ -300,36 +300,49 @@ METHODS = ("check", "sequences", "initial_state", "instructions", "env_reset", "
            "valid_conditions", "scripted_demo", "close")
 
 
-def serve(in_fd: int, out_fd: int) -> None:
-  """Request loop: (method, args, kwargs) -> ("ok", value) | ("error", kind, message)."""
+def serve_requests(in_fd: int, out_fd: int, handle) -> None:
+  """Request loop of a service script (this one, libero_service.py): (method, args, kwargs) ->
+  ("ok", handle(method, args, kwargs)) | ("error", kind, message); ends at EOF or after "close"."""
   with os.fdopen(in_fd, "rb") as requests, os.fdopen(out_fd, "wb") as responses:
-    service = None
     while True:
       try:
         method, args, kwargs = receive(requests)
       except EOFError:
         break
       try:
-        if method == "init":
-          service = CalvinService(*args, **kwargs)
-          result = None
-        elif method in METHODS and service is not None:
-          result = getattr(service, method)(*args, **kwargs)
-        else:
-          raise ValueError(f"unknown or premature request {method!r}")
-        send(responses, ("ok", result))
+        send(responses, ("ok", handle(method, args, kwargs)))
       except BaseException as exc:  # noqa: BLE001 - reported to the client
         send(responses, ("error", type(exc).__name__, f"{exc}\n{traceback.format_exc()}"))
       if method == "close":
         break
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_service(serve, description: str, argv=None) -> None:
+  """The command line of a service script: serve(--in-fd, --out-fd)."""
+  parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--in-fd", type=int, required=True)
   parser.add_argument("--out-fd", type=int, required=True)
   args = parser.parse_args(argv)
   serve(args.in_fd, args.out_fd)
+
+
+def serve(in_fd: int, out_fd: int) -> None:
+  """CALVIN's requests: "init" builds the CalvinService, then METHODS are its methods."""
+  state = {}
+
+  def handle(method, args, kwargs):
+    if method == "init":
+      state["service"] = CalvinService(*args, **kwargs)
+      return None
+    if method in METHODS and "service" in state:
+      return getattr(state["service"], method)(*args, **kwargs)
+    raise ValueError(f"unknown or premature request {method!r}")
+
+  serve_requests(in_fd, out_fd, handle)
+
+
+def main(argv=None) -> None:
+  run_service(serve, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -23,18 +23,16 @@ robot0_eef_quat (4, x y z w), robot0_gripper_qpos (2), robot0_joint_pos (7), flo
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
-import traceback
 
 import numpy as np
 
 try:
-  from gr1_jax.evaluation.calvin_service import receive, send
+  from gr1_jax.evaluation.calvin_service import run_service, serve_requests
 except ImportError:               # run as a script in the LIBERO venv, without gr1_jax installed
-  from calvin_service import receive, send  # noqa: I001 - same directory
+  from calvin_service import run_service, serve_requests  # noqa: I001 - same directory
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 OBS_KEYS = ("agentview_image", "robot0_eye_in_hand_image", "robot0_eef_pos", "robot0_eef_quat",
@@ -147,30 +145,19 @@ METHODS = ("check", "suite_info", "init_states", "env_open", "env_reset", "env_s
 
 
 def serve(in_fd: int, out_fd: int) -> None:
-  """Request loop: (method, args, kwargs) -> ("ok", value) | ("error", kind, message)."""
-  with os.fdopen(in_fd, "rb") as requests, os.fdopen(out_fd, "wb") as responses:
-    service = LiberoService()
-    while True:
-      try:
-        method, args, kwargs = receive(requests)
-      except EOFError:
-        break
-      try:
-        if method not in METHODS:
-          raise ValueError(f"unknown request {method!r}")
-        send(responses, ("ok", getattr(service, method)(*args, **kwargs)))
-      except BaseException as exc:  # noqa: BLE001 - reported to the client
-        send(responses, ("error", type(exc).__name__, f"{exc}\n{traceback.format_exc()}"))
-      if method == "close":
-        break
+  """LIBERO's requests: METHODS of one LiberoService."""
+  service = LiberoService()
+
+  def handle(method, args, kwargs):
+    if method not in METHODS:
+      raise ValueError(f"unknown request {method!r}")
+    return getattr(service, method)(*args, **kwargs)
+
+  serve_requests(in_fd, out_fd, handle)
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--in-fd", type=int, required=True)
-  parser.add_argument("--out-fd", type=int, required=True)
-  args = parser.parse_args(argv)
-  serve(args.in_fd, args.out_fd)
+  run_service(serve, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
