@@ -11,6 +11,7 @@ import pytest
 from gr1_jax.evaluation import libero_rollout
 from gr1_jax.evaluation.libero_backend import LiberoBackend, LiberoServiceError
 from gr1_jax.evaluation.libero_service import LiberoNotInstalledError
+from tests.evaluation.test_calvin_rollout import _tiny_checkpoint
 from tests.evaluation.fake_libero import MARKER, STEPS_NEEDED, ClosingPolicy, FakeLibero
 
 
@@ -93,17 +94,6 @@ def test_worker_processes_give_the_same_results():
   outcome = lambda s: [(e["task_id"], e["trial"], e["success"], e["steps"]) for e in s["episodes"]]  # noqa: E731
   assert outcome(one) == outcome(two) and len(outcome(two)) == 6
   assert set(two["timing"]["env_build_seconds"]) == {"0", "1", "2"}
-
-
-def _tiny_checkpoint(path):
-  from flax import nnx
-
-  from gr1_jax.model_checkpoint import numpy_params, save_model_checkpoint
-  from gr1_jax.modules.gr1 import GR1
-  from tests.conftest import tiny_config
-  cfg = tiny_config()
-  save_model_checkpoint(str(path), numpy_params(GR1(cfg, rngs=nnx.Rngs(0))), cfg)
-  return str(path)
 
 
 def test_cli_end_to_end_with_tiny_checkpoint(tmp_path):
