@@ -3,7 +3,8 @@
     python -m experiments.calvin_closed_loop --out /runs/closed_loop_D \\
         --calvin_python /opt/calvin_venv/bin/python --calvin_root /opt/calvin_src/calvin \\
         [--tasks fixtures] [--per_task 40] [--workers 2] [--seed 0] [--train_steps 2500] \\
-        [--episodes_per_task 20] [--finetune_flag=--config.batch_size=16 ...]
+        [--episodes_per_task 20] [--train_instructions training|validation] \\
+        [--finetune_flag=--config.batch_size=16 ...]
 
 Stages (each one a process of its own, run through its own entry point; docs/calvin_closed_loop.md):
   1 record    data_pipelines.calvin.record_demos: scripted scene-D demonstrations, kept only if
@@ -13,6 +14,11 @@ Stages (each one a process of its own, run through its own entry point; docs/cal
   3 finetune  experiments.finetune --config finetune_calvin.py:mini -> OUT/finetune_seed<S>
   4 evaluate  experiments.evaluate_calvin --protocol tasks, with a training instruction and with
               CALVIN's validation instructions -> OUT/eval_seed<S>/{training,validation}.json
+
+--train_instructions validation fine-tunes on CALVIN's evaluation strings instead: the same demos
+are assembled again with those labels (OUT/data_evalstrings, no new recording), trained into
+OUT/finetune_evalstrings_seed<S> and scored with the validation strings only
+(OUT/eval_evalstrings_seed<S>/validation.json). record and mae are shared with the default run.
 
 Resumable: a stage that finished leaves OUT/.stages/<name>.json (its command and wall time) and
 is skipped on a re-run; an interrupted stage is run again and resumes itself (the recorder
@@ -40,28 +46,38 @@ CONFIG = "experiments/configs/finetune_calvin.py:mini"
 def stage_commands(args) -> list[tuple[str, list[str]]]:
   out = os.path.abspath(args.out)
   data, mae = os.path.join(out, "data"), os.path.join(out, "mae")
-  run = os.path.join(out, f"finetune_seed{args.seed}")
-  evals = os.path.join(out, f"eval_seed{args.seed}")
+  # Trained on the evaluation strings: its own dataset copy (same demos and frames, other
+  # labels), run and results, so both variants live side by side under OUT.
+  variant = "_evalstrings" if args.train_instructions == "validation" else ""
+  train_data = os.path.join(out, "data" + variant)
+  run = os.path.join(out, f"finetune{variant}_seed{args.seed}")
+  evals = os.path.join(out, f"eval{variant}_seed{args.seed}")
   calvin = ["--calvin_python", args.calvin_python, "--calvin_root", args.calvin_root]
   py = [sys.executable, "-m"]
+  def record(dataset):
+    return py + ["data_pipelines.calvin.record_demos", "--out", dataset, "--tasks", args.tasks,
+                 "--per_task", str(args.per_task)]
   stages = [
-      ("record", py + ["data_pipelines.calvin.record_demos", "--out", data, "--tasks", args.tasks,
-                       "--per_task", str(args.per_task), "--workers", str(args.workers)] + calvin),
+      ("record", record(data) + ["--workers", str(args.workers)] + calvin),
       ("mae", py + ["experiments.pretrain_mae", "--config", CONFIG, f"--config.data.path={data}",
                     "--out", mae, "--steps", str(args.mae_steps)]),
-      ("finetune", py + ["experiments.finetune", "--config", CONFIG, "--workdir", run,
-                         f"--config.data.path={data}", f"--config.mae_from={mae}",
-                         f"--config.seed={args.seed}", f"--config.num_train_steps={args.train_steps}"]
-                   + list(args.finetune_flag)),
   ]
+  if variant:
+    stages.append((f"assemble{variant}", record(train_data) + [
+        "--work_dir", data + ".work", "--assemble_only", "--train_instructions", "validation"]))
+  stages.append((f"finetune{variant}", py + [
+      "experiments.finetune", "--config", CONFIG, "--workdir", run, f"--config.data.path={train_data}",
+      f"--config.mae_from={mae}", f"--config.seed={args.seed}",
+      f"--config.num_train_steps={args.train_steps}"] + list(args.finetune_flag)))
   # A training string first: the quick check that the policy acts (successes end episodes
   # early); then CALVIN's validation strings, the official number, which a text encoder
   # without pre-trained weights may not carry over to (failed episodes run the full 360 steps).
-  for instructions in ("training", "validation"):
-    stages.append((f"evaluate_{instructions}", py + [
+  # A model trained on the validation strings is scored with those only.
+  for instructions in ("validation",) if variant else ("training", "validation"):
+    stages.append((f"evaluate_{instructions}{variant}", py + [
         "experiments.evaluate_calvin", "--protocol", "tasks", "--tasks", args.tasks,
         "--episodes_per_task", str(args.episodes_per_task), "--instructions", instructions,
-        "--checkpoint", run, "--dataset_dir", data, "--workers", str(args.workers),
+        "--checkpoint", run, "--dataset_dir", train_data, "--workers", str(args.workers),
         "--output", os.path.join(evals, f"{instructions}.json")] + calvin))
   return stages
 
@@ -106,6 +122,10 @@ def parse_args(argv=None):
                       help="MAE pre-training steps (300: held-out masked MSE about a quarter of its start)")
   parser.add_argument("--train_steps", type=int, default=2500)
   parser.add_argument("--episodes_per_task", type=int, default=20)
+  parser.add_argument("--train_instructions", choices=("training", "validation"), default="training",
+                      help="strings the fine-tuning data carries: CALVIN's training paraphrases, or "
+                           "its validation strings (the ones evaluation uses; runs go to "
+                           "OUT/{data,finetune,eval}_evalstrings*)")
   parser.add_argument("--finetune_flag", action="append", default=[],
                       help="extra flag for experiments.finetune, e.g. --finetune_flag=--config.batch_size=32")
   args = parser.parse_args(argv)

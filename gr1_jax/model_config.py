@@ -77,6 +77,10 @@ class GR1Config:
   fwd_pred_next_n: int = 3       # target of the [OBS] queries at step t is frame t+3
   norm_pix_loss: bool = True     # per-patch standardised video targets
   dtype: str = "float32"         # compute dtype; parameters stay float32
+  # Ablation baseline (not in the official model): both cameras' normalised frames are zeroed
+  # before the encoders, in training and acting alike, so the policy sees language and state
+  # only. The video targets are untouched. It tells what vision adds (docs/calvin_closed_loop.md).
+  blind: bool = False
   clip: CLIPTextConfig = CLIPTextConfig()
   mae: MAEConfig = MAEConfig()
   resampler: ResamplerConfig = ResamplerConfig()

@@ -279,3 +279,37 @@ def test_bad_observations_and_instructions_are_named():
   assert policy.steps_seen == 0              # rejected steps leave the history untouched
   policy.step(good, INSTRUCTION)
   assert policy.steps_seen == 1
+
+
+def test_blind_baseline_ignores_both_cameras_and_travels_with_the_checkpoint(tmp_path):
+  """model.blind zeroes the frames inside encode_frames: a blind policy acts the same on any
+  images, but still on the state; the same weights with eyes open do not. The flag is read
+  back from the checkpoint, and export to the official class (which always looks) is refused."""
+  from gr1_jax.conversion.convert import export_torch_state_dict
+  cfg = tiny_config()
+  params = numpy_params(flax_model(cfg, seed=6))
+  for blind in (False, True):
+    save_model_checkpoint(str(tmp_path / str(blind)), params, cfg.replace(blind=blind))
+  rng = np.random.default_rng(6)
+  states = [random_obs(rng)["robot_obs"] for _ in range(4)]
+
+  def rollout(blind, image_seed, state_offset=0.0):
+    policy = GR1Policy.from_checkpoint(str(tmp_path / str(blind)))
+    images = np.random.default_rng(image_seed)
+    policy.reset()
+    actions = []
+    for state in states:
+      obs = random_obs(images)
+      obs["robot_obs"] = state + state_offset * (np.arange(15) < 6)
+      actions.append(policy.step(obs, INSTRUCTION))
+    return np.stack(actions)
+
+  sighted = np.abs(rollout(False, 1) - rollout(False, 2)).max()
+  blind_images = np.abs(rollout(True, 1) - rollout(True, 2)).max()
+  blind_state = np.abs(rollout(True, 1) - rollout(True, 1, state_offset=0.3)).max()
+  assert sighted > 1e-3, sighted            # other images, other actions
+  assert blind_images < 1e-6, blind_images  # a blind policy: images do not matter
+  assert blind_state > 1e-3, blind_state    # ... but its state still does
+  assert GR1Policy.from_checkpoint(str(tmp_path / "True")).config.blind
+  with pytest.raises(ValueError, match="model.blind=True .* cannot be exported"):
+    export_torch_state_dict(str(tmp_path / "True"))

@@ -3,7 +3,8 @@
     python -m data_pipelines.calvin.record_demos --out /data/scripted_D \\
         --calvin_python /path/calvin_venv/bin/python --calvin_root /path/calvin \\
         [--tasks fixtures|blocks|all|task,task,...] [--per_task 40] [--workers 1] \\
-        [--val_fraction 0.1] [--perturb 0.05] [--max_steps 240] [--seed 0] [--overwrite]
+        [--val_fraction 0.1] [--perturb 0.05] [--max_steps 240] [--seed 0] [--overwrite] \\
+        [--train_instructions training|validation]
 
 CALVIN's env runs in CALVIN's interpreter (`gr1_jax/evaluation/calvin_service.py`, numpy<2)
 and plays the waypoint scripts of `scripted_tasks.py`. Starts are CALVIN's evaluation initial
@@ -27,7 +28,9 @@ the end):
 
 Each demo is one episode (ep_start_end_ids row) and one language window covering all its
 frames; training instructions are drawn from CALVIN's conf/annotations/new_playtable.yaml,
-validation ones from new_playtable_validation.yaml. Validation holds about --val_fraction of
+validation ones from new_playtable_validation.yaml (--train_instructions validation labels
+training/ with those too: `--assemble_only` builds such a copy from OUT.work without recording
+again). Validation holds about --val_fraction of
 each task's demos (a hash of task and index decides). Frame ids of validation continue after
 training. Not produced (not rendered / not computable here): the tactile camera (rgb_tactile
 and depth_tactile are zeros of the real shapes) and the MiniLM language embeddings
@@ -346,8 +349,16 @@ def _write_split(folder: Path, demos, first_frame: int, instructions: dict, rng,
 
 
 def assemble(work_root, out, tasks, per_task: int, *, val_fraction: float = 0.1,
-             overwrite: bool = False, allow_short: bool = False) -> dict:
-  """Writes the dataset OUT from the first per_task accepted demos of each task."""
+             overwrite: bool = False, allow_short: bool = False,
+             train_instructions: str = "training") -> dict:
+  """Writes the dataset OUT from the first per_task accepted demos of each task.
+
+  train_instructions: which of CALVIN's strings label training/: "training" (one of
+  new_playtable.yaml's paraphrases per demo, as in CALVIN's data) or "validation"
+  (new_playtable_validation.yaml, the strings CALVIN's evaluation gives: the control for a
+  text encoder that does not carry over to unseen paraphrases)."""
+  if train_instructions not in ("training", "validation"):
+    raise RecorderError(f"train_instructions must be training or validation, got {train_instructions!r}")
   work, out = Work(work_root), Path(out)
   meta = work.load_meta()
   if meta is None:
@@ -377,7 +388,8 @@ def assemble(work_root, out, tasks, per_task: int, *, val_fraction: float = 0.1,
       if not demos:
         continue
       rng = np.random.default_rng([meta["seed"], len(split)])
-      end = _write_split(tmp / split, demos, first, meta["annotations"][split], rng, config)
+      strings = meta["annotations"][train_instructions if split == "training" else split]
+      end = _write_split(tmp / split, demos, first, strings, rng, config)
       summary[split] = {"episodes": len(demos), "frames": end - first}
       first = end
   return summary
@@ -422,6 +434,9 @@ def main(argv=None, backend=None) -> dict:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--assemble_only", action="store_true", help="assemble the demos recorded so far")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+  parser.add_argument("--train_instructions", choices=("training", "validation"), default="training",
+                      help="strings that label training/: CALVIN's training paraphrases (default) or "
+                           "its validation strings, those its evaluation uses")
   args = parser.parse_args(argv)
   out = Path(args.out)
   work_root = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
@@ -441,10 +456,15 @@ def main(argv=None, backend=None) -> dict:
       for task, c in counts.items():
         print(f"{task}: {c['accepted']} accepted, {c['rejected']} rejected by CALVIN's oracle")
     meta = Work(work_root).load_meta() or {}
-    ours = meta.get("assembled_to") == str(out.resolve())  # OUT is rebuilt from OUT.work
+    assembled = meta.get("assembled_to", [])
+    assembled = [assembled] if isinstance(assembled, str) else assembled
+    ours = str(out.resolve()) in assembled  # OUT is rebuilt from OUT.work
     summary = assemble(work_root, out, tasks, args.per_task, val_fraction=args.val_fraction,
-                       overwrite=args.overwrite or ours, allow_short=True)
-    Work(work_root).save_meta(dict(Work(work_root).load_meta(), assembled_to=str(out.resolve())))
+                       overwrite=args.overwrite or ours, allow_short=True,
+                       train_instructions=args.train_instructions)
+    if not ours:
+      assembled.append(str(out.resolve()))
+    Work(work_root).save_meta(dict(Work(work_root).load_meta(), assembled_to=assembled))
     short = {t: c["accepted"] for t, c in (counts or {}).items() if c["accepted"] < args.per_task}
     if short:
       print(f"warning: fewer than {args.per_task} demos (attempts exhausted): {short}")

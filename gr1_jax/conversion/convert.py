@@ -482,6 +482,9 @@ def export_torch_state_dict(directory: str, *, clip: str | None = None, gpt2_buf
   if gpt2_buffers not in ("auto", "yes", "no"):
     raise ValueError(f"gpt2_buffers must be auto, yes or no, got {gpt2_buffers!r}")
   config, stored = load_config(directory, step)
+  if config.blind:
+    raise ValueError(f"{directory}: model.blind=True (the no-vision baseline) has no counterpart in "
+                     "the official class, which always looks at its images; it cannot be exported")
   meta = stored.get(CONVERSION) or {}
   params = jax.tree.map(np.asarray, load_params(directory, config, step=step))
   state = export_official(params, config, include_encoders=True)

@@ -123,6 +123,9 @@ class GR1(nnx.Module):
   def encode_frames(self, rgb, hand_rgb=None):
     """Normalised frames (..., 224, 224, 3) -> dict of per-frame token features (..., [n,] D)."""
     dtype = jnp.dtype(self.config.dtype)
+    if self.config.blind:  # the no-vision baseline: every pixel at the normalised mean
+      rgb = jnp.zeros_like(rgb)
+      hand_rgb = None if hand_rgb is None else jnp.zeros_like(hand_rgb)
     feats = {}
     feats["cls"], feats["patch"] = self._encode_camera(rgb.astype(dtype), self.embed_img, self.embed_patch)
     if self.config.use_hand_rgb:

@@ -186,6 +186,31 @@ def test_cli_with_fake_backend_and_parallel_workers(tmp_path, capsys):
   assert again["summary"] == result["summary"]
 
 
+def test_training_split_relabelled_with_the_evaluation_strings(tmp_path):
+  out = tmp_path / "ds"
+  common = ["--tasks", "open_drawer,turn_on_led", "--per_task", "3", "--val_fraction", "0.3"]
+  record_demos.main(["--out", str(out), *common], backend=FakeRecordingCalvin())
+  relabelled = tmp_path / "ds_evalstrings"
+  record_demos.main(["--out", str(relabelled), "--work_dir", str(tmp_path / "ds.work"), "--assemble_only",
+                     "--train_instructions", "validation", *common])
+  backend = FakeRecordingCalvin()
+  for split in ("training", "validation"):
+    before, after = (raw.load_split(d / split).segments for d in (out, relabelled))
+    assert [(s.start, s.end, s.task) for s in after] == [(s.start, s.end, s.task) for s in before]
+    for segment in after:
+      assert segment.instruction == backend.annotations("validation")[segment.task][0]
+    for name in ("ep_start_end_ids.npy", "ep_lens.npy"):
+      np.testing.assert_array_equal(np.load(out / split / name), np.load(relabelled / split / name))
+  # the default labels of training/ are CALVIN's training paraphrases, never the evaluation string
+  for segment in raw.load_split(out / "training").segments:
+    assert segment.instruction in backend.annotations("training")[segment.task]
+    assert segment.instruction not in backend.annotations("validation")[segment.task]
+  # both assemblies are rebuilt from the work dir on a re-run, neither refused as foreign
+  record_demos.main(["--out", str(out), "--assemble_only", *common])
+  record_demos.main(["--out", str(relabelled), "--work_dir", str(tmp_path / "ds.work"), "--assemble_only",
+                     "--train_instructions", "validation", *common])
+
+
 def test_unknown_task_is_one_line(tmp_path, capsys):
   with pytest.raises(SystemExit) as exit_info:
     record_demos.main(["--out", str(tmp_path / "x"), "--tasks", "fly"])

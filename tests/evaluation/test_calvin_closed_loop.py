@@ -57,3 +57,26 @@ def test_a_failed_stage_stops_and_a_rerun_resumes_there(tmp_path):
   ran.clear()
   calvin_closed_loop.run_stages(args, runner=runner, log=lambda *a, **k: None)
   assert ran == []                      # everything finished: nothing runs again
+
+
+def test_training_on_the_evaluation_strings_reuses_the_recording(tmp_path):
+  args = _args(tmp_path, "--train_instructions", "validation")
+  stages = dict(calvin_closed_loop.stage_commands(args))
+  out = str(tmp_path / "out")
+  assert list(stages) == ["record", "mae", "assemble_evalstrings", "finetune_evalstrings",
+                          "evaluate_validation_evalstrings"]
+  # the default run's record and mae stages, the same commands: their marks are shared
+  default = dict(calvin_closed_loop.stage_commands(_args(tmp_path)))
+  assert stages["record"] == default["record"] and stages["mae"] == default["mae"]
+  assemble = stages["assemble_evalstrings"]
+  assert assemble[assemble.index("--out") + 1] == f"{out}/data_evalstrings"
+  assert assemble[assemble.index("--work_dir") + 1] == f"{out}/data.work"
+  assert "--assemble_only" in assemble and assemble[-1] == "validation"
+  finetune = stages["finetune_evalstrings"]
+  assert f"--config.data.path={out}/data_evalstrings" in finetune
+  assert f"--config.mae_from={out}/mae" in finetune
+  assert finetune[finetune.index("--workdir") + 1] == f"{out}/finetune_evalstrings_seed2"
+  command = stages["evaluate_validation_evalstrings"]
+  assert command[command.index("--checkpoint") + 1] == f"{out}/finetune_evalstrings_seed2"
+  assert command[command.index("--instructions") + 1] == "validation"
+  assert command[command.index("--output") + 1] == f"{out}/eval_evalstrings_seed2/validation.json"
