@@ -7,11 +7,15 @@ r"""Convert GR-1 weights between the official PyTorch layout and model checkpoin
     python -m experiments.convert to-torch --checkpoint DIR --out PATH.pt [--format pt|safetensors] \
         [--clip ViT-B-32.pt] [--gpt2_buffers auto|yes|no] [--float32]
 
+    python -m experiments.convert release --checkpoint WORKDIR --out DIR [--step N]
+
 from-official reads every size from the tensors and checks it against --config
 (default: the official variant); head counts, activations and eps come from the
 config. to-torch writes {'state_dict': ...} (or a flat safetensors file) in the
 official key layout and dtypes; --clip adds CLIP's vision tower so that the
 official GR1 class (which holds the whole CLIP model) loads it with strict=True.
+release copies one step of a training run (default: the newest) without its optimizer
+and data-iterator state: the model checkpoint to ship or share.
 On any error nothing is written, and bad input is one `error:` line, exit status 2
 (--debug: the traceback). The logic lives in gr1_jax.conversion.convert.
 """
@@ -30,7 +34,8 @@ _POLICY = flags.DEFINE_string("policy", None, "from-official: GR-1 checkpoint (.
 _MAE = flags.DEFINE_string("mae", None, "from-official: MAE ViT weights (mae_pretrain_vit_base.pth).")
 _CLIP = flags.DEFINE_string("clip", None, "OpenAI CLIP .pt (TorchScript or state_dict) or a Hugging Face CLIP "
                             "directory. from-official: the text tower; to-torch: adds the vision tower.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "to-torch: model checkpoint directory (or training workdir).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "to-torch, release: model checkpoint directory (or training workdir).")
+_STEP = flags.DEFINE_integer("step", None, "release: the step to copy (default: the newest).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (from-official) or file (to-torch).")
 _FORMAT = flags.DEFINE_enum("format", "pt", ["pt", "safetensors"], "to-torch: output format.")
 _BUFFERS = flags.DEFINE_enum("gpt2_buffers", "auto", ["auto", "yes", "no"],
@@ -45,7 +50,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Model config file[:va
                                           "experiments/configs/gr1_model.py, the official variant).",
                                           lock_config=True)
 
-COMMANDS = ("from-official", "to-torch")
+COMMANDS = ("from-official", "to-torch", "release")
 
 
 def _require(**values):
@@ -69,6 +74,9 @@ def main(argv):
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
     lines = [f"config {config_flags.get_config_filename(flags.FLAGS['config'])}"
              + (f" with overrides {overrides}" if overrides else "")] + result.summary
+  elif argv[1] == "release":
+    _require(checkpoint=_CHECKPOINT.value, out=_OUT.value)
+    lines = convert.release(_CHECKPOINT.value, _OUT.value, step=_STEP.value, overwrite=_OVERWRITE.value)
   else:
     _require(checkpoint=_CHECKPOINT.value, out=_OUT.value)
     lines = convert.to_torch(_CHECKPOINT.value, _OUT.value, fmt=_FORMAT.value, clip=_CLIP.value,

@@ -19,6 +19,10 @@ with its own simulator and policy. The results JSON holds the success rates at
 1..5, the average length, per-task success, per-step timings and every chain;
 --record_video writes an MP4 of the static camera per subtask.
 
+Resumable: every finished chain (or episode) is appended to OUTPUT's .progress/ directory,
+and running the same command again evaluates only what is missing; an evaluation of
+another checkpoint, step or chain list into the same --output is refused.
+
 CALVIN (calvin_agent + calvin_env) is not on PyPI: see README "CALVIN evaluation".
 It needs numpy<2; if it lives in another interpreter, --calvin_python runs the
 simulator there and talks to it over pipes.
@@ -119,12 +123,13 @@ def main(argv=None) -> dict:
   from gr1_jax.evaluation import calvin_rollout, calvin_tasks
   from gr1_jax.evaluation.calvin_backend import CalvinBackend
   from gr1_jax.evaluation.calvin_service import CalvinNotInstalledError
-  from gr1_jax.model_checkpoint import load_config, resolve_checkpoint_dir
+  from gr1_jax.model_checkpoint import load_config, locate, resolve_checkpoint_dir
   from gr1_jax.policy import check_policy_config
 
   with cli.naming("--checkpoint", args.checkpoint):
     checkpoint = resolve_checkpoint_dir(args.checkpoint)
     config, _ = load_config(checkpoint, args.step)           # fail fast, before any simulator starts
+    step = locate(checkpoint, args.step)[1]
   check_policy_config(config, source=f"checkpoint {checkpoint}")
   if args.execute_actions > config.action_chunk:
     raise UserError(f"--execute_actions={args.execute_actions} exceeds the checkpoint's "
@@ -150,7 +155,7 @@ def main(argv=None) -> dict:
     print(f"CALVIN backend ready: {info}", flush=True)
 
   factory = functools.partial(_policy_factory, checkpoint, args.step, args.execute_actions, args.mode)
-  metadata = {"checkpoint": checkpoint, "dataset_dir": os.path.abspath(args.dataset_dir),
+  metadata = {"checkpoint": checkpoint, "step": step, "dataset_dir": os.path.abspath(args.dataset_dir),
               "execute_actions": args.execute_actions, "policy_mode": args.mode, "backend": info}
   progress_dir = os.path.splitext(output)[0] + ".progress"
   try:
@@ -171,6 +176,8 @@ def main(argv=None) -> dict:
           workers=args.workers, ep_len=args.ep_len, video_dir=video_dir, output=output,
           progress_dir=progress_dir, metadata=metadata, verbose=not args.quiet)
       text = calvin_rollout.format_summary(summary)
+  except calvin_rollout.ProgressMismatchError as exc:
+    raise UserError(str(exc)) from None
   finally:
     backend.close()
   if not args.quiet:

@@ -421,13 +421,18 @@ def _temp_sibling(out: str, suffix: str = "") -> str:
 def write_checkpoint(conversion: Conversion, out: str, *, overwrite: bool = False) -> str:
   """Saves a Conversion as a model checkpoint directory: into a temp sibling, then one rename."""
   from gr1_jax.model_checkpoint import save_model_checkpoint
+  return _write_directory(out, overwrite, lambda tmp: save_model_checkpoint(
+      tmp, conversion.params, conversion.config, extra_config={CONVERSION: conversion.metadata}))
+
+
+def _write_directory(out: str, overwrite: bool, write) -> str:
+  """write(tmp) fills a temp sibling of `out`, which then replaces `out` in one rename."""
   out = os.path.abspath(out)
   if os.path.exists(out) and not overwrite:
     raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
   tmp = _temp_sibling(out)
   try:
-    save_model_checkpoint(tmp, conversion.params, conversion.config,
-                          extra_config={CONVERSION: conversion.metadata})
+    write(tmp)
     if os.path.exists(out):
       old = _temp_sibling(out)
       os.rmdir(old)
@@ -440,6 +445,24 @@ def write_checkpoint(conversion: Conversion, out: str, *, overwrite: bool = Fals
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return out
+
+
+def release(checkpoint: str, out: str, *, step: int | None = None, overwrite: bool = False) -> list[str]:
+  """One step of a training run as a model-only checkpoint directory, for shipping a trained
+  policy: the config (the run's whole config, for provenance), params and norm_stats under the
+  same step number; no optimizer or data-iterator state. GR1Policy.from_checkpoint, evaluate,
+  visualize, to-torch and init_from read it like the run's own checkpoint."""
+  from gr1_jax.model_checkpoint import load_config, load_norm_stats, load_params, locate, save_model_checkpoint
+  directory, step = locate(checkpoint, step)
+  config, stored = load_config(directory, step)
+  params = load_params(directory, config, step=step)
+  norm_stats = load_norm_stats(directory, step)
+  extra = {k: v for k, v in stored.items() if k != "model"}
+  _write_directory(out, overwrite, lambda tmp: save_model_checkpoint(
+      tmp, params, config, step=step, extra_config=extra, norm_stats=norm_stats))
+  return [f"step {step} of {directory}: config, params ({_count_params(params):,} values)"
+          + (", norm_stats" if norm_stats is not None else "") + " (no optimizer or data-iterator state)",
+          f"wrote {os.path.abspath(out)} ({_du(out) / 1e6:.1f} MB)"]
 
 
 def from_official(policy: str, out: str, mae: str | None = None, clip: str | None = None, config: Any = None, *,

@@ -66,6 +66,12 @@ class ChainResult:
             "initial_condition": _jsonable(self.initial_condition), "seconds": round(self.seconds, 3),
             "subtasks": [dataclasses.asdict(s) for s in self.subtasks]}
 
+  @classmethod
+  def from_json(cls, record: dict) -> "ChainResult":
+    return cls(index=record["index"], tasks=tuple(record["tasks"]),
+               initial_condition=record["initial_condition"], seconds=record["seconds"],
+               subtasks=[SubtaskResult(**s) for s in record["subtasks"]])
+
 
 def _jsonable(value):
   if isinstance(value, dict):
@@ -141,6 +147,12 @@ def count_success(num_successes: Sequence[int]) -> list[float]:
   if counts.size == 0:
     return [0.0] * CHAIN_LENGTH
   return [float(np.mean(counts >= i)) for i in range(1, CHAIN_LENGTH + 1)]
+
+
+def progress_identity(metadata: dict | None) -> dict:
+  """What makes two runs the same evaluation, for resuming: the metadata less the backend's
+  description (versions and paths of the simulator, which may be reinstalled in between)."""
+  return {k: v for k, v in (metadata or {}).items() if k != "backend"}
 
 
 def summarize(results: Sequence[ChainResult]) -> dict:
@@ -236,16 +248,29 @@ def split_chains(chains: Sequence, workers: int) -> list[list]:
 
 def run_chains(backend, policy_factory, chains: Sequence[tuple[Any, Sequence[str]]], instructions: dict,
                *, workers: int = 1, ep_len: int = EP_LEN, video_dir: str | None = None,
-               progress_dir: str | None = None, verbose: bool = True) -> list[ChainResult]:
-  """Evaluates (condition, tasks) chains over `workers` processes (spawned; 1 = this process)."""
+               progress_dir: str | None = None, identity: dict | None = None,
+               verbose: bool = True) -> list[ChainResult]:
+  """Evaluates (condition, tasks) chains over `workers` processes (spawned; 1 = this process).
+
+  progress_dir: every finished chain is appended there as a JSON line, and a re-run of the
+  same evaluation (the same `identity`, e.g. checkpoint and step, chains, instructions and
+  budget) skips the chains found there: an interrupted evaluation resumes. Another
+  evaluation's progress is refused, never mixed in."""
   indexed = [(i, cond, tuple(tasks)) for i, (cond, tasks) in enumerate(chains)]
   if video_dir:
     os.makedirs(video_dir, exist_ok=True)
+  done, progress_name = {}, None
   if progress_dir:
-    os.makedirs(progress_dir, exist_ok=True)
-  slices = split_chains(indexed, max(1, min(workers, len(indexed))))
+    fingerprint = {"identity": _jsonable(identity or {}), "ep_len": ep_len, "instructions": instructions,
+                   "chains": [[i, _jsonable(cond), list(tasks)] for i, cond, tasks in indexed]}
+    done, progress_name = load_progress(progress_dir, fingerprint)
+    if done and verbose:
+      print(f"resuming: {len(done)} of {len(indexed)} chains/episodes done before ({progress_dir})",
+            flush=True)
+  todo = [chain for chain in indexed if chain[0] not in done]
+  slices = split_chains(todo, max(1, min(workers, len(todo))))
   jobs = [EvalJob(backend, policy_factory, part, instructions, ep_len, video_dir,
-                  os.path.join(progress_dir, f"progress.worker{w}.jsonl") if progress_dir else None,
+                  os.path.join(progress_dir, progress_name.format(worker=w)) if progress_dir else None,
                   verbose)
           for w, part in enumerate(slices)]
   if len(jobs) <= 1:
@@ -254,7 +279,45 @@ def run_chains(backend, policy_factory, chains: Sequence[tuple[Any, Sequence[str
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(jobs), mp_context=context) as pool:
       results = [r for part in pool.map(run_job, jobs) for r in part]
-  return sorted(results, key=lambda r: r.index)
+  return sorted(list(done.values()) + results, key=lambda r: r.index)
+
+
+class ProgressMismatchError(ValueError):
+  """A progress directory holds another evaluation's chains."""
+
+
+def load_progress(progress_dir: str, fingerprint: dict) -> tuple[dict[int, ChainResult], str]:
+  """({index: result} of the chains an earlier run of this evaluation finished, the file-name
+  pattern for this run's workers). The first run writes the fingerprint to
+  progress_dir/evaluation.json; later runs must match it. A line cut short by a kill is
+  skipped (its chain runs again); each run appends to new files, so no line is ever joined
+  to a cut one."""
+  os.makedirs(progress_dir, exist_ok=True)
+  meta = os.path.join(progress_dir, "evaluation.json")
+  files = sorted(f for f in os.listdir(progress_dir) if f.endswith(".jsonl"))
+  if os.path.exists(meta):
+    with open(meta) as f:
+      stored = json.load(f)
+    if stored != json.loads(json.dumps(fingerprint)):
+      differ = sorted(k for k in fingerprint if stored.get(k) != json.loads(json.dumps(fingerprint[k])))
+      raise ProgressMismatchError(
+          f"{progress_dir} holds the progress of another evaluation (its {', '.join(differ)} differ); "
+          f"delete it to start afresh, or write this one elsewhere (--output)")
+  elif files:
+    raise ProgressMismatchError(f"{progress_dir} holds progress files but no evaluation.json to tell which "
+                                f"evaluation they belong to; delete it to start afresh")
+  else:
+    write_json(meta, fingerprint)
+  done = {}
+  for name in files:
+    with open(os.path.join(progress_dir, name)) as f:
+      for line in f:
+        try:
+          result = ChainResult.from_json(json.loads(line))
+        except (json.JSONDecodeError, KeyError, TypeError):
+          continue
+        done[result.index] = result
+  return done, f"progress.run{len(files)}.worker{{worker}}.jsonl" if files else "progress.worker{worker}.jsonl"
 
 
 def evaluate(backend, policy_factory, *, num_sequences: int = NUM_SEQUENCES,
@@ -278,7 +341,8 @@ def evaluate(backend, policy_factory, *, num_sequences: int = NUM_SEQUENCES,
           file=sys.stderr)
   instructions = backend.instructions()
   results = run_chains(backend, policy_factory, chains, instructions, workers=workers, ep_len=ep_len,
-                       video_dir=video_dir, progress_dir=progress_dir, verbose=verbose)
+                       video_dir=video_dir, progress_dir=progress_dir, identity=progress_identity(metadata),
+                       verbose=verbose)
   summary = summarize(results)
   summary["timing"]["total_seconds"] = time.perf_counter() - start
   summary.update({"ep_len": ep_len, "workers": workers, "sequence_pool": pool, **(metadata or {}),

@@ -94,7 +94,8 @@ def evaluate_tasks(backend, policy_factory, tasks: Sequence[str], *, episodes_pe
   instructions = backend.instructions() if instructions is None else instructions
   results = calvin_rollout.run_chains(backend, policy_factory, episodes, instructions,
                                       workers=workers, ep_len=ep_len, video_dir=video_dir,
-                                      progress_dir=progress_dir, verbose=verbose)
+                                      progress_dir=progress_dir, verbose=verbose,
+                                      identity=calvin_rollout.progress_identity(metadata))
   summary = summarize_tasks(results, groups)
   summary["timing"]["total_seconds"] = time.perf_counter() - start
   summary.update({"protocol": "tasks", "episodes_per_task": episodes_per_task, "seed": seed,

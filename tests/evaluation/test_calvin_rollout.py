@@ -47,6 +47,38 @@ def test_protocol_on_fake_chains():
   assert summary["timing"]["env_steps"] == total_steps
 
 
+def test_an_interrupted_evaluation_resumes_and_another_is_refused(tmp_path):
+  progress = tmp_path / "results.progress"
+  meta = {"checkpoint": "/ckpt/run", "step": 2500, "backend": {"calvin_env": "797142c"}}
+
+  def run(policy, metadata=meta):
+    return calvin_rollout.evaluate(FakeCalvin(), lambda: policy, num_sequences=3, ep_len=8,
+                                   progress_dir=str(progress), metadata=metadata, verbose=False)
+
+  first = run(ScriptedPolicy())
+  (log,) = progress.glob("*.jsonl")
+  lines = log.read_text().splitlines(keepends=True)
+  assert [json.loads(line)["index"] for line in lines] == [0, 1, 2]
+  # a kill during chain 2 while chain 1's line was half written
+  log.write_text(lines[0] + lines[1][:25])
+  policy = ScriptedPolicy()
+  second = run(policy, dict(meta, backend={"calvin_env": "reinstalled"}))
+  assert policy.resets == 2 + 1                      # only chains 1 (2 subtasks) and 2 (1) ran
+  def strip(chains):  # all but the timings
+    return [(c["index"], c["tasks"], c["initial_condition"], c["num_success"],
+             [(t["task"], t["instruction"], t["success"], t["steps"]) for t in c["subtasks"]]) for c in chains]
+
+  assert strip(second["chains"]) == strip(first["chains"])
+  assert second["chain_sr"] == first["chain_sr"] and second["avg_seq_len"] == first["avg_seq_len"]
+  policy = ScriptedPolicy()
+  assert strip(run(policy)["chains"]) == strip(first["chains"]) and policy.resets == 0
+  with pytest.raises(calvin_rollout.ProgressMismatchError, match=r"another evaluation \(its identity differ"):
+    run(ScriptedPolicy(), dict(meta, step=2000))
+  with pytest.raises(calvin_rollout.ProgressMismatchError, match="its ep_len differ"):
+    calvin_rollout.evaluate(FakeCalvin(), ScriptedPolicy, num_sequences=3, ep_len=9,
+                            progress_dir=str(progress), metadata=meta, verbose=False)
+
+
 def test_count_success_and_split():
   assert calvin_rollout.count_success([5, 0, 2, 2]) == [0.75, 0.75, 0.25, 0.25, 0.25]
   chains = list(range(10))
@@ -107,7 +139,7 @@ def test_worker_processes_give_the_same_results(tmp_path):
     return [[(s.task, s.success, s.steps) for s in r.subtasks] for r in results]
   assert outcome(one) == outcome(two)
   assert [r.index for r in two] == list(range(5))
-  assert len(os.listdir(tmp_path)) == 2
+  assert sorted(os.listdir(tmp_path)) == ["evaluation.json", "progress.worker0.jsonl", "progress.worker1.jsonl"]
 
 
 def test_missing_calvin_is_a_clear_error(tmp_path):

@@ -52,3 +52,27 @@ def test_finetune_on_a_lerobot_dataset_saves_stats_the_policy_uses(tmp_path):
   mean, std = norm.action.stats["mean"], norm.action.stats["std"]
   normalised = norm.normalise_arm_action(action[:6])
   assert np.abs(normalised).max() < 20 and np.abs(action[:6]).max() > 1.0
+
+  # `convert release`: the model only (config, params, norm_stats), without the optimizer
+  # state, acting exactly as the run's own checkpoint.
+  released = tmp_path / "released"
+  proc = subprocess.run([sys.executable, "-m", "experiments.convert", "release", "--checkpoint", str(workdir),
+                         "--out", str(released)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "step 4 of" in proc.stdout and "norm_stats" in proc.stdout
+  assert os.listdir(released) == ["4"]
+  assert "opt_state" in os.listdir(workdir / "checkpoints" / "4")
+  assert not {"opt_state", "data_iter"} & set(os.listdir(released / "4"))
+  config, stored = model_checkpoint.load_config(str(released))
+  assert stored["data"]["path"] == str(dataset)          # the run's config travels along
+  a = model_checkpoint.load_params(str(released), config)
+  b = model_checkpoint.load_params(str(workdir), config)
+  import jax
+  assert jax.tree.all(jax.tree.map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), a, b))
+  twin = GR1Policy.from_checkpoint(str(released), static_shape=(64, 64, 3), gripper_shape=(64, 64, 3))
+  assert twin.norm.to_json() == norm.to_json()
+  np.testing.assert_array_equal(twin.step(obs, mf.TASKS[1]), action)
+  again = subprocess.run([sys.executable, "-m", "experiments.convert", "release", "--checkpoint", str(workdir),
+                          "--out", str(released)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 2 and again.stderr.strip().startswith("error:")
+  assert "already exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
