@@ -3,7 +3,7 @@
     python -m experiments.calvin_closed_loop --out /runs/closed_loop_D \\
         --calvin_python /opt/calvin_venv/bin/python --calvin_root /opt/calvin_src/calvin \\
         [--tasks fixtures] [--per_task 40] [--workers 2] [--seed 0] [--train_steps 2500] \\
-        [--episodes_per_task 20] [--train_instructions training|validation] \\
+        [--episodes_per_task 20] [--chains 100] [--train_instructions training|validation] \\
         [--finetune_flag=--config.batch_size=16 ...]
 
 Stages (each one a process of its own, run through its own entry point; docs/calvin_closed_loop.md):
@@ -14,6 +14,8 @@ Stages (each one a process of its own, run through its own entry point; docs/cal
   3 finetune  experiments.finetune --config finetune_calvin.py:mini -> OUT/finetune_seed<S>
   4 evaluate  experiments.evaluate_calvin --protocol tasks, with a training instruction and with
               CALVIN's validation instructions -> OUT/eval_seed<S>/{training,validation}.json
+  5 chains    experiments.evaluate_calvin: CALVIN's official protocol (5-task chains, validation
+              strings) on the first --chains of its 1000 chains -> OUT/eval_seed<S>/chains<N>.json
 
 --train_instructions validation fine-tunes on CALVIN's evaluation strings instead: the same demos
 are assembled again with those labels (OUT/data_evalstrings, no new recording), trained into
@@ -22,7 +24,8 @@ OUT/finetune_evalstrings_seed<S> and scored with the validation strings only
 
 Resumable: a stage that finished leaves OUT/.stages/<name>.json (its command and wall time) and
 is skipped on a re-run; an interrupted stage is run again and resumes itself (the recorder
-skips attempts already made, fine-tuning restarts from its last checkpoint). Every stage prints
+skips attempts already made, fine-tuning restarts from its last checkpoint, an evaluation runs
+only the episodes or chains missing from its .progress/). Every stage prints
 its own progress: the recorder its acceptance counts and rate, fine-tuning its step and ETA,
 the evaluation one line per episode. OUT/stages.json sums up the wall time per stage.
 """
@@ -79,6 +82,11 @@ def stage_commands(args) -> list[tuple[str, list[str]]]:
         "--episodes_per_task", str(args.episodes_per_task), "--instructions", instructions,
         "--checkpoint", run, "--dataset_dir", train_data, "--workers", str(args.workers),
         "--output", os.path.join(evals, f"{instructions}.json")] + calvin))
+  if args.chains:  # CALVIN's official protocol on the first N of its 1000 chains (all 34 tasks)
+    stages.append((f"evaluate_chains{variant}", py + [
+        "experiments.evaluate_calvin", "--num_sequences", str(args.chains), "--checkpoint", run,
+        "--dataset_dir", train_data, "--workers", str(args.workers),
+        "--output", os.path.join(evals, f"chains{args.chains}.json")] + calvin))
   return stages
 
 
@@ -122,6 +130,9 @@ def parse_args(argv=None):
                       help="MAE pre-training steps (300: held-out masked MSE about a quarter of its start)")
   parser.add_argument("--train_steps", type=int, default=2500)
   parser.add_argument("--episodes_per_task", type=int, default=20)
+  parser.add_argument("--chains", type=int, default=100,
+                      help="then CALVIN's official protocol on the first N of its 1000 evaluation "
+                           "chains (validation strings; 0: skip)")
   parser.add_argument("--train_instructions", choices=("training", "validation"), default="training",
                       help="strings the fine-tuning data carries: CALVIN's training paraphrases, or "
                            "its validation strings (the ones evaluation uses; runs go to "
@@ -132,6 +143,8 @@ def parse_args(argv=None):
   for name in ("per_task", "workers", "mae_steps", "train_steps", "episodes_per_task"):
     if getattr(args, name) < 1:
       parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+  if not 0 <= args.chains <= 1000:
+    parser.error(f"--chains must be within 0..1000 (CALVIN's list has 1000), got {args.chains}")
   return args
 
 

@@ -20,7 +20,8 @@ def test_commands_chain_each_stage_to_the_next(tmp_path):
   args = _args(tmp_path, "--finetune_flag=--config.batch_size=4")
   stages = dict(calvin_closed_loop.stage_commands(args))
   out = str(tmp_path / "out")
-  assert list(stages) == ["record", "mae", "finetune", "evaluate_training", "evaluate_validation"]
+  assert list(stages) == ["record", "mae", "finetune", "evaluate_training", "evaluate_validation",
+                          "evaluate_chains"]
   assert stages["record"][2:5] == ["data_pipelines.calvin.record_demos", "--out", f"{out}/data"]
   assert f"--config.data.path={out}/data" in stages["mae"]
   assert stages["mae"][-4:] == ["--out", f"{out}/mae", "--steps", "300"]
@@ -34,6 +35,12 @@ def test_commands_chain_each_stage_to_the_next(tmp_path):
     assert command[command.index("--instructions") + 1] == which
     assert command[command.index("--output") + 1] == f"{out}/eval_seed2/{which}.json"
     assert command[command.index("--calvin_python") + 1] == "/venv/bin/python"
+  chains = stages["evaluate_chains"]
+  assert chains[2] == "experiments.evaluate_calvin" and "--protocol" not in chains     # the official one
+  assert chains[chains.index("--num_sequences") + 1] == "100"
+  assert chains[chains.index("--checkpoint") + 1] == f"{out}/finetune_seed2"
+  assert chains[chains.index("--output") + 1] == f"{out}/eval_seed2/chains100.json"
+  assert "evaluate_chains" not in dict(calvin_closed_loop.stage_commands(_args(tmp_path, "--chains", "0")))
 
 
 def test_a_failed_stage_stops_and_a_rerun_resumes_there(tmp_path):
@@ -50,8 +57,9 @@ def test_a_failed_stage_stops_and_a_rerun_resumes_there(tmp_path):
   assert not (tmp_path / "out" / "stages.json").exists()
   ran.clear()
   times = calvin_closed_loop.run_stages(args, runner=runner, log=lambda *a, **k: None)
-  assert ran == ["experiments.finetune", "experiments.evaluate_calvin", "experiments.evaluate_calvin"]
-  assert list(times) == ["record", "mae", "finetune", "evaluate_training", "evaluate_validation"]
+  assert ran == ["experiments.finetune"] + ["experiments.evaluate_calvin"] * 3
+  assert list(times) == ["record", "mae", "finetune", "evaluate_training", "evaluate_validation",
+                         "evaluate_chains"]
   summary = json.loads((tmp_path / "out" / "stages.json").read_text())
   assert set(summary["seconds"]) == set(times)
   ran.clear()
@@ -64,7 +72,7 @@ def test_training_on_the_evaluation_strings_reuses_the_recording(tmp_path):
   stages = dict(calvin_closed_loop.stage_commands(args))
   out = str(tmp_path / "out")
   assert list(stages) == ["record", "mae", "assemble_evalstrings", "finetune_evalstrings",
-                          "evaluate_validation_evalstrings"]
+                          "evaluate_validation_evalstrings", "evaluate_chains_evalstrings"]
   # the default run's record and mae stages, the same commands: their marks are shared
   default = dict(calvin_closed_loop.stage_commands(_args(tmp_path)))
   assert stages["record"] == default["record"] and stages["mae"] == default["mae"]
@@ -80,3 +88,6 @@ def test_training_on_the_evaluation_strings_reuses_the_recording(tmp_path):
   assert command[command.index("--checkpoint") + 1] == f"{out}/finetune_evalstrings_seed2"
   assert command[command.index("--instructions") + 1] == "validation"
   assert command[command.index("--output") + 1] == f"{out}/eval_evalstrings_seed2/validation.json"
+  chains = stages["evaluate_chains_evalstrings"]
+  assert chains[chains.index("--checkpoint") + 1] == f"{out}/finetune_evalstrings_seed2"
+  assert chains[chains.index("--output") + 1] == f"{out}/eval_evalstrings_seed2/chains100.json"
