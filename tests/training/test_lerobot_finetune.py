@@ -64,7 +64,7 @@ def test_finetune_on_a_lerobot_dataset_saves_stats_the_policy_uses(tmp_path):
   assert "opt_state" in os.listdir(workdir / "checkpoints" / "4")
   assert not {"opt_state", "data_iter"} & set(os.listdir(released / "4"))
   config, stored = model_checkpoint.load_config(str(released))
-  assert stored["data"]["path"] == str(dataset)          # the run's config travels along
+  assert stored["experiment"]["data"]["path"] == str(dataset)   # the run's config travels along
   a = model_checkpoint.load_params(str(released), config)
   b = model_checkpoint.load_params(str(workdir), config)
   import jax
