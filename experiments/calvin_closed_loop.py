@@ -3,7 +3,7 @@
     python -m experiments.calvin_closed_loop --out /runs/closed_loop_D \\
         --calvin_python /opt/calvin_venv/bin/python --calvin_root /opt/calvin_src/calvin \\
         [--tasks fixtures] [--per_task 40] [--workers 2] [--seed 0] [--train_steps 2500] \\
-        [--episodes_per_task 20] [--chains 100] [--train_instructions training|validation] \\
+        [--episodes_per_task 20] [--chains 100] [--train_instructions training|validation] [--blind] \\
         [--finetune_flag=--config.batch_size=16 ...]
 
 Stages (each one a process of its own, run through its own entry point; docs/calvin_closed_loop.md):
@@ -21,6 +21,8 @@ Stages (each one a process of its own, run through its own entry point; docs/cal
 are assembled again with those labels (OUT/data_evalstrings, no new recording), trained into
 OUT/finetune_evalstrings_seed<S> and scored with the validation strings only
 (OUT/eval_evalstrings_seed<S>/validation.json). record and mae are shared with the default run.
+--blind trains and scores the no-vision baseline on the same data (config.model.blind=True)
+into OUT/finetune[_evalstrings]_blind_seed<S> and OUT/eval[_evalstrings]_blind_seed<S>.
 
 Resumable: a stage that finished leaves OUT/.stages/<name>.json (its command and wall time) and
 is skipped on a re-run; an interrupted stage is run again and resumes itself (the recorder
@@ -51,8 +53,9 @@ def stage_commands(args) -> list[tuple[str, list[str]]]:
   data, mae = os.path.join(out, "data"), os.path.join(out, "mae")
   # Trained on the evaluation strings: its own dataset copy (same demos and frames, other
   # labels), run and results, so both variants live side by side under OUT.
-  variant = "_evalstrings" if args.train_instructions == "validation" else ""
-  train_data = os.path.join(out, "data" + variant)
+  strings = "_evalstrings" if args.train_instructions == "validation" else ""
+  variant = strings + ("_blind" if args.blind else "")
+  train_data = os.path.join(out, "data" + strings)
   run = os.path.join(out, f"finetune{variant}_seed{args.seed}")
   evals = os.path.join(out, f"eval{variant}_seed{args.seed}")
   calvin = ["--calvin_python", args.calvin_python, "--calvin_root", args.calvin_root]
@@ -65,18 +68,19 @@ def stage_commands(args) -> list[tuple[str, list[str]]]:
       ("mae", py + ["experiments.pretrain_mae", "--config", CONFIG, f"--config.data.path={data}",
                     "--out", mae, "--steps", str(args.mae_steps)]),
   ]
-  if variant:
-    stages.append((f"assemble{variant}", record(train_data) + [
+  if strings:
+    stages.append((f"assemble{strings}", record(train_data) + [
         "--work_dir", data + ".work", "--assemble_only", "--train_instructions", "validation"]))
   stages.append((f"finetune{variant}", py + [
       "experiments.finetune", "--config", CONFIG, "--workdir", run, f"--config.data.path={train_data}",
       f"--config.mae_from={mae}", f"--config.seed={args.seed}",
-      f"--config.num_train_steps={args.train_steps}"] + list(args.finetune_flag)))
+      f"--config.num_train_steps={args.train_steps}"] + (["--config.model.blind=True"] if args.blind else [])
+      + list(args.finetune_flag)))
   # A training string first: the quick check that the policy acts (successes end episodes
   # early); then CALVIN's validation strings, the official number, which a text encoder
   # without pre-trained weights may not carry over to (failed episodes run the full 360 steps).
   # A model trained on the validation strings is scored with those only.
-  for instructions in ("validation",) if variant else ("training", "validation"):
+  for instructions in ("validation",) if strings else ("training", "validation"):
     stages.append((f"evaluate_{instructions}{variant}", py + [
         "experiments.evaluate_calvin", "--protocol", "tasks", "--tasks", args.tasks,
         "--episodes_per_task", str(args.episodes_per_task), "--instructions", instructions,
@@ -137,6 +141,9 @@ def parse_args(argv=None):
                       help="strings the fine-tuning data carries: CALVIN's training paraphrases, or "
                            "its validation strings (the ones evaluation uses; runs go to "
                            "OUT/{data,finetune,eval}_evalstrings*)")
+  parser.add_argument("--blind", action="store_true",
+                      help="the no-vision baseline: both cameras zeroed in training and acting "
+                           "(config.model.blind); runs go to OUT/{finetune,eval}*_blind_seed<S>")
   parser.add_argument("--finetune_flag", action="append", default=[],
                       help="extra flag for experiments.finetune, e.g. --finetune_flag=--config.batch_size=32")
   args = parser.parse_args(argv)

@@ -91,3 +91,18 @@ def test_training_on_the_evaluation_strings_reuses_the_recording(tmp_path):
   chains = stages["evaluate_chains_evalstrings"]
   assert chains[chains.index("--checkpoint") + 1] == f"{out}/finetune_evalstrings_seed2"
   assert chains[chains.index("--output") + 1] == f"{out}/eval_evalstrings_seed2/chains100.json"
+
+
+def test_the_blind_baseline_trains_on_the_same_data_into_its_own_run(tmp_path):
+  out = str(tmp_path / "out")
+  for extra, strings in (((), ""), (("--train_instructions", "validation"), "_evalstrings")):
+    stages = dict(calvin_closed_loop.stage_commands(_args(tmp_path, "--blind", *extra)))
+    assert f"finetune{strings}_blind" in stages and f"evaluate_chains{strings}_blind" in stages
+    finetune = stages[f"finetune{strings}_blind"]
+    assert "--config.model.blind=True" in finetune
+    assert f"--config.data.path={out}/data{strings}" in finetune
+    assert finetune[finetune.index("--workdir") + 1] == f"{out}/finetune{strings}_blind_seed2"
+    command = stages[f"evaluate_validation{strings}_blind"]
+    assert command[command.index("--checkpoint") + 1] == f"{out}/finetune{strings}_blind_seed2"
+    assert command[command.index("--output") + 1] == f"{out}/eval{strings}_blind_seed2/validation.json"
+    assert ("assemble_evalstrings" in stages) == bool(strings)
