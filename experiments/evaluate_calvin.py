@@ -128,8 +128,10 @@ def main(argv=None) -> dict:
 
   with cli.naming("--checkpoint", args.checkpoint):
     checkpoint = resolve_checkpoint_dir(args.checkpoint)
-    config, _ = load_config(checkpoint, args.step)           # fail fast, before any simulator starts
+    # The step is fixed here (fail fast, before any simulator starts): every worker loads it,
+    # and the progress fingerprint names it, even if training writes a newer step meanwhile.
     step = locate(checkpoint, args.step)[1]
+    config, _ = load_config(checkpoint, step)
   check_policy_config(config, source=f"checkpoint {checkpoint}")
   if args.execute_actions > config.action_chunk:
     raise UserError(f"--execute_actions={args.execute_actions} exceeds the checkpoint's "
@@ -154,7 +156,7 @@ def main(argv=None) -> dict:
   if not args.quiet:
     print(f"CALVIN backend ready: {info}", flush=True)
 
-  factory = functools.partial(_policy_factory, checkpoint, args.step, args.execute_actions, args.mode)
+  factory = functools.partial(_policy_factory, checkpoint, step, args.execute_actions, args.mode)
   metadata = {"checkpoint": checkpoint, "step": step, "dataset_dir": os.path.abspath(args.dataset_dir),
               "execute_actions": args.execute_actions, "policy_mode": args.mode, "backend": info}
   progress_dir = os.path.splitext(output)[0] + ".progress"

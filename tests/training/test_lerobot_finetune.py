@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 
 from data_pipelines.lerobot import make_fake as mf
@@ -67,7 +68,6 @@ def test_finetune_on_a_lerobot_dataset_saves_stats_the_policy_uses(tmp_path):
   assert stored["experiment"]["data"]["path"] == str(dataset)   # the run's config travels along
   a = model_checkpoint.load_params(str(released), config)
   b = model_checkpoint.load_params(str(workdir), config)
-  import jax
   assert jax.tree.all(jax.tree.map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), a, b))
   twin = GR1Policy.from_checkpoint(str(released), static_shape=(64, 64, 3), gripper_shape=(64, 64, 3))
   assert twin.norm.to_json() == norm.to_json()
