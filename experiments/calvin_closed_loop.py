@@ -94,11 +94,15 @@ def stage_commands(args) -> list[tuple[str, list[str]]]:
   return stages
 
 
-def run_stages(args, runner=subprocess.run, log=print) -> dict:
+def run_stages(args, runner=subprocess.run, log=print, stages=None) -> dict:
+  """Runs `stages` (default: this command's) in order, skipping those OUT/.stages marks done.
+
+  Marks are keyed by stage name only, so another entry point over the same OUT (e.g.
+  experiments.calvin_pretrain_ablation) shares the stages it has in common with this one."""
   out = os.path.abspath(args.out)
   marks = os.path.join(out, ".stages")
   os.makedirs(marks, exist_ok=True)
-  stages = stage_commands(args)
+  stages = stage_commands(args) if stages is None else stages
   times = {}
   for number, (name, command) in enumerate(stages, 1):
     mark = os.path.join(marks, f"{name}.json")
@@ -116,7 +120,14 @@ def run_stages(args, runner=subprocess.run, log=print) -> dict:
     times[name] = time.time() - start
     write_json(mark, {"command": command, "seconds": times[name]})
     log(f"[{number}/{len(stages)}] {name}: {times[name] / 60:.1f} min", flush=True)
-  write_json(os.path.join(out, "stages.json"), {"seconds": times, "total_seconds": sum(times.values())})
+  # Merged with what other entry points over the same OUT recorded there.
+  summary_path = os.path.join(out, "stages.json")
+  seconds = {}
+  if os.path.exists(summary_path):
+    with open(summary_path) as f:
+      seconds = json.load(f).get("seconds", {})
+  seconds.update(times)
+  write_json(summary_path, {"seconds": seconds, "total_seconds": sum(seconds.values())})
   return times
 
 
