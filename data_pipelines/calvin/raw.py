@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipelines import npz_reader
 from data_pipelines.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -263,16 +264,17 @@ def read_frame(folder: str | os.PathLike, frame_id: int,
   """
   path = episode_path(folder, frame_id)
   try:
-    with np.load(path, allow_pickle=False) as npz:
-      absent = [k for k in keys if k not in npz.files]
+    with zipfile.ZipFile(path) as archive:   # npz_reader: np.load's header parsing is not thread-safe
+      files = npz_reader.members(archive)
+      absent = [k for k in keys if k not in files]
       if absent:
-        raise CalvinDataError(f"{path}: missing key(s) {absent}; the file has {sorted(npz.files)}")
-      return {k: _check_array(path, k, npz[k]) for k in keys}
+        raise CalvinDataError(f"{path}: missing key(s) {absent}; the file has {sorted(files)}")
+      return {k: _check_array(path, k, npz_reader.read_member(archive, k)) for k in keys}
   except FileNotFoundError as e:
     raise CalvinDataError(f"{path}: episode file not found") from e
   except CalvinDataError:
     raise
-  except (zipfile.BadZipFile, EOFError, zlib.error, OSError, ValueError, KeyError) as e:
+  except (zipfile.BadZipFile, EOFError, zlib.error, OSError, ValueError, KeyError, TypeError) as e:
     raise CalvinDataError(f"{path}: cannot read npz, truncated or corrupt "
                           f"({type(e).__name__}: {e})") from e
 
