@@ -3,7 +3,8 @@
     python -m experiments.calvin_closed_loop --out /runs/closed_loop_D \\
         --calvin_python /opt/calvin_venv/bin/python --calvin_root /opt/calvin_src/calvin \\
         [--tasks fixtures] [--per_task 40] [--workers 2] [--seed 0] [--train_steps 2500] \\
-        [--episodes_per_task 20] [--chains 100] [--train_instructions training|validation] [--blind] \\
+        [--episodes_per_task 20] [--eval_tasks blocks] [--chains 100] \\
+        [--train_instructions training|validation] [--blind] \\
         [--finetune_flag=--config.batch_size=16 ...]
 
 Stages (each one a process of its own, run through its own entry point; docs/calvin_closed_loop.md):
@@ -82,7 +83,7 @@ def stage_commands(args) -> list[tuple[str, list[str]]]:
   # A model trained on the validation strings is scored with those only.
   for instructions in ("validation",) if strings else ("training", "validation"):
     stages.append((f"evaluate_{instructions}{variant}", py + [
-        "experiments.evaluate_calvin", "--protocol", "tasks", "--tasks", args.tasks,
+        "experiments.evaluate_calvin", "--protocol", "tasks", "--tasks", args.eval_tasks or args.tasks,
         "--episodes_per_task", str(args.episodes_per_task), "--instructions", instructions,
         "--checkpoint", run, "--dataset_dir", train_data, "--workers", str(args.workers),
         "--output", os.path.join(evals, f"{instructions}.json")] + calvin))
@@ -138,6 +139,9 @@ def parse_args(argv=None):
   parser.add_argument("--calvin_python", required=True, help="python of the CALVIN venv (experiments/calvin_setup.sh)")
   parser.add_argument("--calvin_root", required=True, help="the calvin repository checkout")
   parser.add_argument("--tasks", default="fixtures", help="fixtures, blocks, all or task names (record and evaluate)")
+  parser.add_argument("--eval_tasks", default=None,
+                      help="tasks to score per task, if not --tasks (e.g. blocks for the blind "
+                           "baseline, whose point is the tasks that need vision)")
   parser.add_argument("--per_task", type=int, default=40, help="demonstrations per task")
   parser.add_argument("--workers", type=int, default=2, help="simulator processes (record and evaluate)")
   parser.add_argument("--seed", type=int, default=0, help="fine-tuning seed")

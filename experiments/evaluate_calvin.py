@@ -52,17 +52,19 @@ def _load_backend(spec: str, dataset_dir: str):
 
 def _task_groups() -> dict:
   from data_pipelines.calvin import scripted_tasks
-  return {"fixtures": scripted_tasks.FIXTURE_TASKS, "blocks": scripted_tasks.BLOCK_TASKS}
+  # the recorder's groups (data_pipelines.calvin.record_demos --tasks), so one --tasks serves both
+  return {"fixtures": scripted_tasks.FIXTURE_TASKS, "blocks": scripted_tasks.BLOCK_TASKS,
+          "all": scripted_tasks.TASKS}
 
 
 def _resolve_tasks(spec: str, instructions: dict) -> list[str]:
-  """fixtures / blocks / task names -> CALVIN task names that have a validation instruction."""
+  """fixtures / blocks / all / task names -> CALVIN task names that have a validation instruction."""
   tasks = []
   for part in spec.split(","):
     for task in _task_groups().get(part, [part]):
       if task not in instructions:
         raise UserError(f"--tasks: {task!r} is not a CALVIN task with a validation instruction; "
-                        f"choose fixtures, blocks or from {', '.join(sorted(instructions))}")
+                        f"choose fixtures, blocks, all or from {', '.join(sorted(instructions))}")
       if task not in tasks:
         tasks.append(task)
   return tasks
@@ -76,7 +78,7 @@ def parse_args(argv=None):
   parser.add_argument("--protocol", choices=("chains", "tasks"), default="chains",
                       help="chains: CALVIN's official 5-task chains; tasks: each task alone")
   parser.add_argument("--tasks", default="fixtures",
-                      help="--protocol tasks: fixtures, blocks, or comma-separated CALVIN task names")
+                      help="--protocol tasks: fixtures, blocks, all (both), or comma-separated CALVIN task names")
   parser.add_argument("--episodes_per_task", type=int, default=20, help="--protocol tasks")
   parser.add_argument("--seed", type=int, default=0, help="--protocol tasks: draws the initial states")
   parser.add_argument("--instructions", choices=("validation", "training"), default="validation",

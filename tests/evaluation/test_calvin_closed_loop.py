@@ -106,3 +106,14 @@ def test_the_blind_baseline_trains_on_the_same_data_into_its_own_run(tmp_path):
     assert command[command.index("--checkpoint") + 1] == f"{out}/finetune{strings}_blind_seed2"
     assert command[command.index("--output") + 1] == f"{out}/eval{strings}_blind_seed2/validation.json"
     assert ("assemble_evalstrings" in stages) == bool(strings)
+
+
+def test_eval_tasks_narrow_the_scoring_not_the_data(tmp_path):
+  stages = dict(calvin_closed_loop.stage_commands(_args(tmp_path, "--tasks", "all", "--eval_tasks", "blocks",
+                                                        "--blind", "--train_instructions", "validation")))
+  record, evaluate = stages["record"], stages["evaluate_validation_evalstrings_blind"]
+  assert record[record.index("--tasks") + 1] == "all"
+  assert stages["assemble_evalstrings"][stages["assemble_evalstrings"].index("--tasks") + 1] == "all"
+  assert evaluate[evaluate.index("--tasks") + 1] == "blocks"
+  default = dict(calvin_closed_loop.stage_commands(_args(tmp_path, "--tasks", "all")))["evaluate_validation"]
+  assert default[default.index("--tasks") + 1] == "all"

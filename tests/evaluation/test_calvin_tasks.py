@@ -101,3 +101,13 @@ def test_progress_lines_speak_of_episodes(capsys):
   assert "episode 0: turn_on_led succeeded after 2 steps in " in lines[0]
   assert "episode 1: unsolvable_task failed after 4 steps" in lines[1]
   assert lines[1].split("| ")[1] == "this worker: 1/2 succeeded, 0 to go"
+
+
+@pytest.mark.parametrize("spec", ["fixtures", "blocks", "all", "open_drawer,blocks"])
+def test_the_evaluator_reads_tasks_as_the_recorder_does(spec):
+  """calvin_closed_loop passes one --tasks to both: a group the recorder takes must be one the
+  evaluator takes, with the same tasks ('all' was once unknown to the evaluator)."""
+  from data_pipelines.calvin import record_demos, scripted_tasks
+  from experiments import evaluate_calvin
+  instructions = {task: f"do {task}" for task in scripted_tasks.TASKS}
+  assert evaluate_calvin._resolve_tasks(spec, instructions) == record_demos.resolve_tasks(spec)
