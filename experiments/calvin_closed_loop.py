@@ -132,13 +132,18 @@ def run_stages(args, runner=subprocess.run, log=print, stages=None) -> dict:
   return times
 
 
-def parse_args(argv=None):
-  parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-  parser.add_argument("--out", required=True, help="directory for the data, the runs and the results")
+def add_shared_arguments(parser, out_help: str) -> None:
+  """The arguments every command over a closed-loop OUT takes (this one, the ablation)."""
+  parser.add_argument("--out", required=True, help=out_help)
   parser.add_argument("--calvin_python", required=True, help="python of the CALVIN venv (experiments/calvin_setup.sh)")
   parser.add_argument("--calvin_root", required=True, help="the calvin repository checkout")
   parser.add_argument("--tasks", default="fixtures", help="fixtures, blocks, all or task names (record and evaluate)")
+
+
+def parse_args(argv=None):
+  parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  add_shared_arguments(parser, "directory for the data, the runs and the results")
   parser.add_argument("--eval_tasks", default=None,
                       help="tasks to score per task, if not --tasks (e.g. blocks for the blind "
                            "baseline, whose point is the tasks that need vision)")

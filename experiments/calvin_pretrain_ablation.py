@@ -120,10 +120,7 @@ def summarise(args) -> dict:
 def parse_args(argv=None):
   parser = cli.ArgumentParser(description=__doc__.splitlines()[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-  parser.add_argument("--out", required=True, help="the closed-loop run's directory (shared with it)")
-  parser.add_argument("--calvin_python", required=True, help="python of the CALVIN venv (experiments/calvin_setup.sh)")
-  parser.add_argument("--calvin_root", required=True, help="the calvin repository checkout")
-  parser.add_argument("--tasks", default="fixtures", help="fixtures, blocks, all or task names (record and evaluate)")
+  calvin_closed_loop.add_shared_arguments(parser, "the closed-loop run's directory (shared with it)")
   parser.add_argument("--per_task", type=int, default=40, help="demonstrations per task (the video corpus)")
   parser.add_argument("--labelled_per_task", type=int, default=4,
                       help="labelled demonstrations per task for fine-tuning (4 of 40: the 10 %% setting)")
