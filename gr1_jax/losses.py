@@ -27,8 +27,12 @@ def _masked_mean(values, mask):
 
 
 def video_loss(preds, targets, step_mask, next_n: int):
-  """preds, targets (B, L, P, C); step_mask (B, L)."""
-  per_pair = ((preds[:, :-next_n] - targets[:, next_n:]) ** 2).mean(axis=(-1, -2))
+  """preds (B, L or L - next_n, P, C), targets (B, L, P, C); step_mask (B, L).
+
+  The predictions of the last next_n steps have no target; the model may leave them
+  out (GR1.predict's decode_steps), which gives the same loss."""
+  steps = targets.shape[1] - next_n
+  per_pair = ((preds[:, :steps] - targets[:, next_n:]) ** 2).mean(axis=(-1, -2))
   return _masked_mean(per_pair, step_mask[:, next_n:])
 
 

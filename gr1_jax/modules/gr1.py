@@ -148,8 +148,14 @@ class GR1(nnx.Module):
     grip = self.embed_gripper_state(gripper_state.astype(dtype))
     return self.embed_state(jnp.concatenate([arm, grip], axis=-1))
 
-  def predict(self, lang, frame_feats, step_mask, arm_state=None, gripper_state=None):
-    """lang (B, D); frame_feats from encode_frames over (B, L); step_mask (B, L) -> outputs dict."""
+  def predict(self, lang, frame_feats, step_mask, arm_state=None, gripper_state=None, *, decode_steps=None):
+    """lang (B, D); frame_feats from encode_frames over (B, L); step_mask (B, L) -> outputs dict.
+
+    decode_steps = n: the video decoder runs on the first n steps only, so obs_preds /
+    obs_hand_preds are (B, n, P, C). Training passes L - fwd_pred_next_n: the predictions of
+    the last next_n steps have no target frame inside the window and never enter the loss,
+    and the decoder mixes patches only within one step, so the kept steps are unchanged.
+    """
     cfg, layout = self.config, self.layout
     b, l = step_mask.shape
     self._check_window(l)
@@ -193,22 +199,25 @@ class GR1(nnx.Module):
       out["arm_action_preds"] = arm.astype(jnp.float32)                   # (B, L, K, arm_dim)
       out["gripper_action_preds"] = grip.astype(jnp.float32)              # (B, L, K) logits
     if cfg.fwd_pred:
-      out["obs_preds"] = self.decoder(x[:, :, layout.span("obs_query")]).astype(jnp.float32)
+      decoded = x[:, :decode_steps]
+      out["obs_preds"] = self.decoder(decoded[:, :, layout.span("obs_query")]).astype(jnp.float32)
       if cfg.fwd_pred_hand:
-        out["obs_hand_preds"] = self.decoder(x[:, :, layout.span("obs_hand_query")]).astype(jnp.float32)
+        out["obs_hand_preds"] = self.decoder(decoded[:, :, layout.span("obs_hand_query")]).astype(jnp.float32)
     return out
 
-  def __call__(self, rgb, tokens, step_mask, *, hand_rgb=None, arm_state=None, gripper_state=None):
+  def __call__(self, rgb, tokens, step_mask, *, hand_rgb=None, arm_state=None, gripper_state=None,
+               decode_steps=None):
     """The official forward. rgb/hand_rgb: (B, L, H, W, 3) ImageNet-normalised at image_size.
 
     Returns arm_action_preds (B, L, K, 6), gripper_action_preds (B, L, K) logits,
     obs_preds / obs_hand_preds (B, L, P, p*p*3) and their same-step targets
     obs_targets / obs_hand_targets (the t -> t+3 pairing happens in the loss).
+    decode_steps: see predict (the targets keep all L steps).
     """
     cfg = self.config
     self._check_window(step_mask.shape[-1])  # before running the encoders
     out = self.predict(self.encode_language(tokens), self.encode_frames(rgb, hand_rgb), step_mask,
-                       arm_state, gripper_state)
+                       arm_state, gripper_state, decode_steps=decode_steps)
     if cfg.fwd_pred:
       p = cfg.mae.patch_size
       out["obs_targets"] = normalized_patch_targets(rgb, p, cfg.norm_pix_loss)
@@ -217,7 +226,7 @@ class GR1(nnx.Module):
     return out
 
   def call_segments(self, rgb, tokens, step_mask, num_windows: int, *, hand_rgb=None, arm_state=None,
-                    gripper_state=None):
+                    gripper_state=None, decode_steps=None):
     """__call__ over the W windows of each of B segments (frame reuse, data_pipelines/frame_reuse.py).
 
     Inputs as for __call__ with S = seq_len + W - 1 steps per segment instead of seq_len;
@@ -236,7 +245,8 @@ class GR1(nnx.Module):
     unfold = lambda x: None if x is None else frame_reuse.unfold(x, seq, w)
     feats = {k: unfold(v) for k, v in self.encode_frames(rgb, hand_rgb).items()}
     lang = frame_reuse.repeat_windows(self.encode_language(tokens), w)
-    out = self.predict(lang, feats, unfold(step_mask), unfold(arm_state), unfold(gripper_state))
+    out = self.predict(lang, feats, unfold(step_mask), unfold(arm_state), unfold(gripper_state),
+                       decode_steps=decode_steps)
     if cfg.fwd_pred:
       p = cfg.mae.patch_size
       out["obs_targets"] = unfold(normalized_patch_targets(rgb, p, cfg.norm_pix_loss))

@@ -1,6 +1,8 @@
 """The pure training step shared by both stages, and the batch -> model-input transform.
 
-    uint8 batch --model_inputs (resize + ImageNet norm, on device)--> GR1 (dropout on)
+    uint8 batch --model_inputs (resize + ImageNet norm, on device)--> GR1 (dropout on; the video
+      decoder only on the steps whose t + fwd_pred_next_n target is in the window, which is
+      all the loss reads: supervised_video_steps)
       --> gr1_losses (whatever heads the model has: video only in stage 1, all in stage 2)
       --> gradients w.r.t. the trainable params only --> non-finite guard --> AdamW
 
@@ -41,14 +43,23 @@ def rngs_for_step(rngs, step):
   return jax.tree.map(leaf, rngs)
 
 
-def forward(graphdef, params, frozen, rngs, batch, config: GR1Config, *, train: bool):
+def forward(graphdef, params, frozen, rngs, batch, config: GR1Config, *, train: bool, decode_steps=None):
   model = nnx.merge(graphdef, params, frozen, rngs)
   if train:
     model.train()
   else:
     model.eval()
   inputs = model_inputs(batch, config)
-  return model(**inputs), inputs
+  return model(**inputs, decode_steps=decode_steps), inputs
+
+
+def supervised_video_steps(config: GR1Config) -> int | None:
+  """How many leading steps' video predictions the loss reads: the last fwd_pred_next_n
+  steps have no target frame in the window (gr1_jax.losses.video_loss), so the training
+  forward leaves them out of the video decoder (GR1.predict's decode_steps); equal work
+  to the official step, which decodes and then discards them. None: decode every step."""
+  steps = config.seq_len - config.fwd_pred_next_n
+  return steps if config.fwd_pred and 0 < steps < config.seq_len else None
 
 
 # The batch keys the losses read (gr1_losses); with frame reuse only these are unfolded.
@@ -56,14 +67,14 @@ LOSS_KEYS = (bs.STEP_MASK, bs.ARM_ACTION, bs.GRIPPER_ACTION, bs.ACTION_MASK)
 
 
 def forward_segments(graphdef, params, frozen, rngs, batch, config: GR1Config, num_windows: int, *,
-                     train: bool):
+                     train: bool, decode_steps=None):
   """Frame reuse: a batch of B segments -> (outputs of its B*W windows, the window batch of LOSS_KEYS)."""
   model = nnx.merge(graphdef, params, frozen, rngs)
   if train:
     model.train()
   else:
     model.eval()
-  outputs = model.call_segments(num_windows=num_windows, **model_inputs(batch, config))
+  outputs = model.call_segments(num_windows=num_windows, decode_steps=decode_steps, **model_inputs(batch, config))
   windows = reuse.unfold_batch({k: batch[k] for k in LOSS_KEYS if k in batch}, config.seq_len, num_windows)
   return outputs, windows
 
@@ -74,15 +85,17 @@ def make_loss_fn(layout: StateLayout, loss_weights: Mapping[str, float] | None =
   frame_reuse = W > 0: `batch` holds segments of seq_len + W - 1 steps (module docstring)."""
   config = layout.model_config
   weights = dict(loss_weights or {})
+  decode_steps = supervised_video_steps(config)
   if frame_reuse < 0:
     raise ValueError(f"frame_reuse must be 0 (per-window) or the windows per segment, got {frame_reuse}")
 
   def loss_fn(params, frozen, rngs, batch):
     if frame_reuse:
       outputs, batch = forward_segments(layout.graphdef, params, frozen, rngs, batch, config, frame_reuse,
-                                        train=True)
+                                        train=True, decode_steps=decode_steps)
     else:
-      outputs, _ = forward(layout.graphdef, params, frozen, rngs, batch, config, train=True)
+      outputs, _ = forward(layout.graphdef, params, frozen, rngs, batch, config, train=True,
+                           decode_steps=decode_steps)
     losses = gr1_losses(outputs, batch, config.fwd_pred_next_n, weights)
     return losses["total"], losses
   return loss_fn
