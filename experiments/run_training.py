@@ -74,4 +74,7 @@ def run(config, workdir: str):
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("demo data ready")
-  return train_and_evaluate(config, workdir)
+  summary = train_and_evaluate(config, workdir)
+  if jax.process_index() == 0 and demo_data.is_ego4d_demo(config.data) and not summary["stopped_by"]:
+    summary = demo_data.report_ball(config, workdir, summary)
+  return summary

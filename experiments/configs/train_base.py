@@ -71,9 +71,12 @@ def apply_demo_model(model: ml_collections.ConfigDict) -> None:
 
   Without norm-pix targets: a model this small (and with random frozen encoders) first
   learns the scene's colours and layout, which norm-pix removes from the target, and its
-  predicted frames are then viewable as they are (gr1.md §3.1)."""
+  predicted frames are then viewable as they are (gr1.md §3.1). No dropout: the demo model
+  underfits (its training loss stays at its held-out loss), and dropout only slows it down
+  (held-out loss at 64 % of the mean-frame baseline after 600 steps, 69 % with dropout 0.1)."""
   gr1_model.apply_tiny(model)
   model.norm_pix_loss = False
+  model.dropout = 0.0
   model.hidden_size, model.num_layers, model.num_heads, model.mlp_dim = 64, 2, 4, 256
   model.mae.update(image_size=64, patch_size=16, width=64, depth=1, heads=4, mlp_dim=128)
   model.resampler.update(depth=1, dim_head=16, heads=2, num_latents=4)
