@@ -137,7 +137,7 @@ def build_torch(model_config, opt_config, loss_weights):
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for _, p in trainable], opt_config.grad_clip_norm)
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
   def count_flops(batch) -> float:
     from torch.utils.flop_counter import FlopCounterMode
