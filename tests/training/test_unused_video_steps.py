@@ -52,7 +52,9 @@ def _full_decoder_loss(layout, frozen, rngs, decode=lambda x: x):
   return loss
 
 
-@pytest.mark.parametrize("variant", ["tiny", "tiny_pretrain"], ids=["stage2", "stage1_video"])
+# Stage 2 covers both cameras' decoders; stage 1 (static camera only) is the same path, opt-in.
+@pytest.mark.parametrize("variant", ["tiny", pytest.param("tiny_pretrain", marks=pytest.mark.slow)],
+                         ids=["stage2", "stage1_video"])
 def test_skipping_unsupervised_decoder_steps_keeps_loss_and_gradients(variant):
   config, layout, params, frozen, rngs, batch = _setup(variant)
   assert supervised_video_steps(config) == config.seq_len - config.fwd_pred_next_n == 7
@@ -66,11 +68,12 @@ def test_skipping_unsupervised_decoder_steps_keeps_loss_and_gradients(variant):
   _assert_close(ref_grads, grads)
   assert float(np.abs(ref_grads["decoder"]["decoder_pred"]["kernel"]).max()) > 0
 
-  # The comparison can fail: predictions taken one step late instead of the first L - next_n.
+  # The comparison can fail: predictions taken one step late instead of the first L - next_n
+  # give another video loss (a forward only: a third gradient compile would double CI time).
   late = _full_decoder_loss(layout, frozen, rngs, decode=lambda x: x[:, 1:])
-  _, wrong_grads = grad(late)
+  _, late_losses = jax.device_get(jax.jit(late)(params, batch))
   with pytest.raises(AssertionError):
-    _assert_close(ref_grads, wrong_grads)
+    np.testing.assert_allclose(late_losses["video"], ref_losses["video"], rtol=RTOL)
 
 
 def test_decode_steps_shapes_and_values():
