@@ -19,30 +19,13 @@ import time
 
 from absl import app, flags
 
+from benchmarks.matmul_rate import matmul_timer
+
 _BATCH = flags.DEFINE_integer("batch_size", 8, "global batch (windows of 10 steps)")
 _STEPS = flags.DEFINE_integer("steps", 3, "timed steps")
 _VARIANT = flags.DEFINE_string("variant", "official", "experiments/configs/gr1_model.py variant")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "side of the reference f32 matmul")
-
-
-def matmul_timer(n: int):
-  """A function returning one f32 n^3 matmul's FLOP/s (compiled once)."""
-  import jax
-  import jax.numpy as jnp
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  f = jax.jit(jnp.matmul)
-  f(a, b).block_until_ready()
-
-  def measure(repeats: int = 5) -> list[float]:
-    rates = []
-    for _ in range(repeats):
-      t = time.perf_counter()
-      f(a, b).block_until_ready()
-      rates.append(2 * n ** 3 / (time.perf_counter() - t))
-    return rates
-  return measure
 
 
 def main(argv):

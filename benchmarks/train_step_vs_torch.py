@@ -32,6 +32,8 @@ import time
 
 from absl import app, flags
 
+from benchmarks.matmul_rate import matmul_timer
+
 _BATCH = flags.DEFINE_integer("batch_size", 4, "global batch (windows of 10 steps)")
 _STEPS = flags.DEFINE_integer("steps", 3, "timed steps per side")
 _VARIANT = flags.DEFINE_string("variant", "official", "experiments/configs/gr1_model.py variant")
@@ -39,25 +41,6 @@ _THREADS = flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads (the 
 _PROFILE = flags.DEFINE_string("profile_dir", "", "write a jax and a torch profile of one step here")
 _SIDES = flags.DEFINE_list("sides", ["jax", "torch"], "which sides to run (jax, torch)")
 _PROFILE_SIDES = flags.DEFINE_list("profile_sides", ["jax", "torch"], "which sides --profile_dir profiles")
-
-
-def matmul_timer(n: int):
-  """A function returning f32 n^3 jnp.matmul rates (benchmarks/train_step.py's, whose flags clash)."""
-  import jax
-  import jax.numpy as jnp
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  f = jax.jit(jnp.matmul)
-  f(a, b).block_until_ready()
-
-  def measure(repeats: int) -> list[float]:
-    rates = []
-    for _ in range(repeats):
-      t = time.perf_counter()
-      f(a, b).block_until_ready()
-      rates.append(2 * n ** 3 / (time.perf_counter() - t))
-    return rates
-  return measure
 
 
 def build_jax(model_config, batch0):
