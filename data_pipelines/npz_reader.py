@@ -16,7 +16,6 @@ import re
 import struct
 import threading
 import zipfile
-from collections.abc import Sequence
 
 import numpy as np
 

@@ -1,8 +1,8 @@
 """Where the stage-1 demo's ball is: predicted frame t+n vs real frame t+n vs current frame t.
 
 The demo corpus (data_pipelines/ego4d/make_fake.py) draws one ball in one of four saturated
-colours (make_fake.COLORS) over a desaturated background (demo_data.py), so a pixel within
-`TOLERANCE` of a ball colour is ball. For each held-out step with a valid target:
+colours (make_fake.COLORS) over a smooth background of muted random colours (channels in
+40-200), so a pixel within `TOLERANCE` of a ball colour is ball. For each held-out step with a valid target:
 
   colour        the COLORS entry with the most such pixels in the real frame t+n
   true          centroid of those pixels in the real frame t+n (where the ball is)
@@ -101,7 +101,6 @@ def report_line(report: dict) -> str:
           f"frame's most ball-coloured spot {px('predicted_px')} | current frame's ball {px('current_px')} | "
           f"frame centre {px('centre_px')}; drawn in its colour in {100 * report['found']:.0f} % of the "
           f"predicted frames")
-
 
 
 def held_out_grid(real01: np.ndarray, predicted01: np.ndarray, valid: np.ndarray, next_n: int,

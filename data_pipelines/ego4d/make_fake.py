@@ -42,16 +42,11 @@ DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 PARAPHRASE = {"left": "leftwards", "right": "rightwards", "up": "upwards", "down": "downwards"}
 
 
-def _background(width: int, height: int, rng: np.random.Generator, cell: int = 32,
-                saturation: float = 1.0) -> np.ndarray:
+def _background(width: int, height: int, rng: np.random.Generator, cell: int = 32) -> np.ndarray:
   """A smooth random texture 2x the frame size (panned over time): random colours every
-  `cell` source pixels, bilinearly interpolated; saturation < 1 pulls each colour towards
-  its grey (so that the saturated balls stand out)."""
+  `cell` source pixels, bilinearly interpolated."""
   h2, w2 = 2 * height, 2 * width
   small = rng.integers(40, 200, size=(h2 // cell + 2, w2 // cell + 2, 3)).astype(np.float32)
-  if saturation != 1.0:
-    grey = small.mean(-1, keepdims=True)
-    small = grey + saturation * (small - grey)
   ys = np.linspace(0, small.shape[0] - 1.001, h2)
   xs = np.linspace(0, small.shape[1] - 1.001, w2)
   y0, x0 = ys.astype(int), xs.astype(int)
@@ -98,11 +93,10 @@ def ball_radius_px(width: int, height: int, ball_radius: float | None = None) ->
 
 
 def render_frame(index: int, width: int, height: int, background: np.ndarray,
-                 actions: list[dict], frame_code: bool = True, ball_radius: float | None = None,
-                 pan: bool = True) -> np.ndarray:
+                 actions: list[dict], frame_code: bool = True, ball_radius: float | None = None) -> np.ndarray:
   t = index / FPS
-  pan_x = int((width / 2) * (1 + np.sin(2 * np.pi * t / 17.0))) if pan else width // 2
-  pan_y = int((height / 2) * (1 + np.sin(2 * np.pi * t / 23.0))) if pan else height // 2
+  pan_x = int((width / 2) * (1 + np.sin(2 * np.pi * t / 17.0)))
+  pan_y = int((height / 2) * (1 + np.sin(2 * np.pi * t / 23.0)))
   frame = background[pan_y:pan_y + height, pan_x:pan_x + width].copy()
   for act in actions:
     if act["start"] <= t < act["end"]:
@@ -146,11 +140,10 @@ def read_frame_code(image: np.ndarray, src_width: int, src_height: int) -> int:
 
 def write_video(path: str, *, width: int, height: int, seconds: float, codec: str = "mpeg4",
                 seed: int = 0, gop: int = FPS, frame_code: bool = True, background_cell: int = 32,
-                ball_radius: float | None = None, pan: bool = True, random_lane: bool = False,
-                background_saturation: float = 1.0) -> list[dict]:
+                ball_radius: float | None = None, random_lane: bool = False) -> list[dict]:
   """Writes an mp4 (tmp + rename) and returns its actions."""
   rng = np.random.default_rng(seed)
-  background = _background(width, height, rng, background_cell, background_saturation)
+  background = _background(width, height, rng, background_cell)
   actions = actions_for(seconds, rng, random_lane)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f"{path}.tmp-{os.getpid()}.mp4"
@@ -165,7 +158,7 @@ def write_video(path: str, *, width: int, height: int, seconds: float, codec: st
       stream.bit_rate = 4_000_000
     for i in range(int(round(seconds * FPS))):
       frame = av.VideoFrame.from_ndarray(render_frame(i, width, height, background, actions, frame_code,
-                                                    ball_radius, pan),
+                                                    ball_radius),
                                        format="rgb24")
       for packet in stream.encode(frame):
         container.mux(packet)
@@ -183,17 +176,16 @@ def _narration(uid: str, k: int, ts: float, text: str) -> dict:
 def make_fake(out: str, *, num_videos: int = 3, seconds: float = 12.0, size: int = 256,
               codec: str = "mpeg4", seed: int = 0, broken: bool = True, missing: bool = True,
               mixed_aspect: bool = True, gop: int = FPS, frame_code: bool = True,
-              background_cell: int = 32, ball_radius: float | None = None, pan: bool = True,
-              random_lane: bool = False, background_saturation: float = 1.0) -> dict:
+              background_cell: int = 32, ball_radius: float | None = None,
+              random_lane: bool = False) -> dict:
   """Writes the corpus; returns the description also saved as fake_corpus.json.
 
   frame_code=False leaves out the frame-index strip: training data for the demo, where
   that strip (a new random-looking bit pattern every frame) is the one thing no model can
   predict, and its squared error swamps the learnable signal. background_cell: source pixels
   between the background's random colours (larger = smoother scenes). ball_radius: the ball's
-  radius as a fraction of the short side (default: a tenth); pan=False holds the camera still;
-  random_lane: each ball crosses the frame at a random distance from the centre line;
-  background_saturation < 1: a greyer background.
+  radius as a fraction of the short side (default: a tenth); random_lane: each ball crosses
+  the frame at a random distance from the centre line.
   """
   narrations: dict[str, dict] = {}
   videos = []
@@ -208,8 +200,7 @@ def make_fake(out: str, *, num_videos: int = 3, seconds: float = 12.0, size: int
     path = os.path.join(out, version, "full_scale", f"{uid}.mp4")
     actions = write_video(path, width=width, height=height, seconds=seconds, codec=codec, seed=seed * 1000 + v,
                           gop=gop, frame_code=frame_code, background_cell=background_cell,
-                          ball_radius=ball_radius, pan=pan, random_lane=random_lane,
-                          background_saturation=background_saturation)
+                          ball_radius=ball_radius, random_lane=random_lane)
     pass1, pass2 = [], []
     for k, act in enumerate(actions):
       mid = (act["start"] + act["end"]) / 2

@@ -154,7 +154,8 @@ class GR1(nnx.Module):
     decode_steps = n: the video decoder runs on the first n steps only, so obs_preds /
     obs_hand_preds are (B, n, P, C). Training passes L - fwd_pred_next_n: the predictions of
     the last next_n steps have no target frame inside the window and never enter the loss,
-    and the decoder mixes patches only within one step, so the kept steps are unchanged.
+    and the decoder mixes patches only within one step and has no dropout (video_decoder.py),
+    so the kept steps are unchanged.
     """
     cfg, layout = self.config, self.layout
     b, l = step_mask.shape
