@@ -5,7 +5,8 @@ import os
 # small programs, and with LLVM's optimisations off (backend level 0) compiling takes about half
 # as long while the tiny programs run no slower to matter (2026-12-05, load 4-8, one process:
 # test_frame_reuse + test_sharding_equality 298 s -> 138 s wall; test_policy + test_bf16_train_step
-# + test_conversion + test_readme 455 -> 274 s wall, 240 -> 177 CPU s). What a test checks never depends
+# + test_conversion + test_readme 455 -> 274 s wall, 240 -> 177 CPU s; the whole quiet suite
+# 616.6 -> 437 s on 2 workers). What a test checks never depends
 # on code generation: equalities are between two programs built the same way, and comparisons
 # with other implementations carry tolerances.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")

@@ -205,6 +205,11 @@ def test_resume_without_any_intact_step_fails_and_deletes_nothing(trained, setup
   assert _snapshot(workdir / "checkpoints") == before
 
 
+# When a data file is gone, Orbax abandons the read coroutines of the other shards; in this
+# long-lived process they are collected later and pytest reports each as "unraisable" (152
+# warnings). A CLI process ends first: `convert release` on such a checkpoint prints its one
+# error: line and exits 2 with nothing after it (checked by hand, 2026-12-05).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("case", ["truncated", "deleted_file", "missing_item"])
 def test_load_model_names_the_damaged_step_and_an_intact_one(trained, tmp_path, capfd, case):
   damage, reason = DAMAGE[case]
