@@ -58,6 +58,7 @@ def run_path(mode: str) -> dict:
   from gr1_jax.model_config import GR1Config
   from gr1_jax.training import optimizer
   from gr1_jax.training import train_state as ts
+  from gr1_jax.training.aot import cost_analysis
   from gr1_jax.training.train_step import make_train_step
 
   model = GR1Config.from_dict(gr1_model.get_config(_VARIANT.value).to_dict()).replace(dtype=_DTYPE.value)
@@ -78,8 +79,7 @@ def run_path(mode: str) -> dict:
   t = time.perf_counter()
   compiled = step.lower(layout.train_state, layout.frozen, layout.rngs, batches[0]).compile()
   compile_s = time.perf_counter() - t
-  cost = compiled.cost_analysis()
-  cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+  cost = cost_analysis(compiled)
   result = {"mode": mode, "windows": windows, "batch": batch, "steps_per_element": steps, "compile_s": compile_s,
             "flops_per_window": float(cost.get("flops", float("nan"))) / windows}
   print(f"  {mode}: compiled in {compile_s:.1f} s, {result['flops_per_window'] / 1e9:.1f} GFLOP per window; "

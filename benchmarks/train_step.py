@@ -37,6 +37,7 @@ def main(argv):
   from gr1_jax.model_config import GR1Config
   from gr1_jax.training import optimizer
   from gr1_jax.training import train_state as ts
+  from gr1_jax.training.aot import cost_analysis
   from gr1_jax.training.train_step import make_train_step
 
   print(f"load average at start: {os.getloadavg()}; {jax.device_count()} {jax.devices()[0].platform} device(s)")
@@ -57,8 +58,7 @@ def main(argv):
   t = time.perf_counter()
   compiled = step.lower(state, frozen, rngs, batches[0]).compile()
   compile_s = time.perf_counter() - t
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  cost = cost_analysis(compiled)
   flops = float(cost.get("flops", float("nan")))
   state, metrics = compiled(state, frozen, rngs, batches[0])     # warm-up
   jax.block_until_ready(metrics)

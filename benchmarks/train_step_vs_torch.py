@@ -50,6 +50,7 @@ def build_jax(model_config, batch0):
   from gr1_jax import sharding
   from gr1_jax.training import optimizer
   from gr1_jax.training import train_state as ts
+  from gr1_jax.training.aot import cost_analysis
   from gr1_jax.training.train_step import make_train_step
 
   config = finetune_calvin.get_config("default")
@@ -61,8 +62,7 @@ def build_jax(model_config, batch0):
   t = time.perf_counter()
   compiled = step.lower(state, frozen, rngs, batch0).compile()
   compile_s = time.perf_counter() - t
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  cost = cost_analysis(compiled)
   holder = {"state": state}
 
   def run(batch):

@@ -138,13 +138,19 @@ def read_frame_code(image: np.ndarray, src_width: int, src_height: int) -> int:
   return value
 
 
+def video_scene(width: int, height: int, seconds: float, seed: int, background_cell: int = 32,
+                random_lane: bool = False) -> tuple[np.ndarray, list[dict]]:
+  """(background texture, actions) of the video that write_video(seed=seed) renders; with
+  render_frame, its frames without an mp4 in between."""
+  rng = np.random.default_rng(seed)
+  return _background(width, height, rng, background_cell), actions_for(seconds, rng, random_lane)
+
+
 def write_video(path: str, *, width: int, height: int, seconds: float, codec: str = "mpeg4",
                 seed: int = 0, gop: int = FPS, frame_code: bool = True, background_cell: int = 32,
                 ball_radius: float | None = None, random_lane: bool = False) -> list[dict]:
   """Writes an mp4 (tmp + rename) and returns its actions."""
-  rng = np.random.default_rng(seed)
-  background = _background(width, height, rng, background_cell)
-  actions = actions_for(seconds, rng, random_lane)
+  background, actions = video_scene(width, height, seconds, seed, background_cell, random_lane)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f"{path}.tmp-{os.getpid()}.mp4"
   with av.open(tmp, "w") as container:

@@ -61,8 +61,10 @@ def batch_shapes(config: Mapping, model: GR1Config) -> dict[str, tuple[tuple[int
   return {key: (shapes[key], np.dtype(bs._DTYPES[key])) for key in required_keys(model)}
 
 
-def _cost(compiled) -> dict:
-  cost = compiled.cost_analysis()
+def cost_analysis(program) -> dict:
+  """XLA's cost analysis of a lowered or compiled program as one dict ({} when XLA gives none;
+  some jax versions wrap it in a one-element list)."""
+  cost = program.cost_analysis()
   return (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
 
 
@@ -101,7 +103,7 @@ def compile_train_step(config: ml_collections.ConfigDict | Mapping, devices: Seq
   start = time.perf_counter()
   compiled = step.lower(layout.train_state, layout.frozen, layout.rngs, batch).compile()
   seconds = time.perf_counter() - start
-  cost = _cost(compiled)
+  cost = cost_analysis(compiled)
   return CompiledStep(compiled=compiled, model_config=model, mesh_shape=dict(mesh.shape),
                       global_batch=config["batch_size"], compile_seconds=seconds,
                       flops=float(cost.get("flops", float("nan"))),

@@ -9,9 +9,8 @@ SIZE = 96   # the demo's source videos (demo_data.ensure_ego4d_demo)
 
 def _demo_frames(seed: int, frames=range(0, 90, 3)):
   """Frames of one demo video as ensure_ego4d_demo renders them (the first action), in [0, 1]."""
-  rng = np.random.default_rng(seed)
-  background = make_fake._background(SIZE, SIZE, rng, demo_data.EGO4D_DEMO_BACKGROUND_CELL)
-  actions = make_fake.actions_for(demo_data.EGO4D_DEMO_SECONDS, rng, random_lane=True)
+  background, actions = make_fake.video_scene(SIZE, SIZE, demo_data.EGO4D_DEMO_SECONDS, seed,
+                                              demo_data.EGO4D_DEMO_BACKGROUND_CELL, random_lane=True)
   return np.stack([make_fake.render_frame(i, SIZE, SIZE, background, actions, frame_code=False,
                                           ball_radius=demo_data.EGO4D_DEMO_BALL_RADIUS)
                    for i in frames]).astype(np.float32) / 255.0, actions[0]
