@@ -96,26 +96,10 @@ def build_sides(variant: str, sides: set[str]):
 
 
 def xla_flops(policy, obs) -> float:
-  """XLA's FLOP count of the policy's jitted step (lowered, not compiled again)."""
-  import jax.numpy as jnp
-
+  """XLA's FLOP count of the policy's jitted step at its current history (lowered, not compiled
+  again)."""
   from gr1_jax.training.aot import cost_analysis
-  if policy.mode == "cached":
-    lowered = lower_cached_step(policy, obs)
-  else:
-    size, steps = policy.image_size, policy.seq_len
-    window = np.zeros((1, steps, size, size, 3), np.float32)
-    lowered = policy._full_step.lower(policy._state, jnp.asarray(policy._tokens(INSTRUCTION)), window, window,
-                                      np.zeros((1, steps, policy.config.arm_dim), np.float32),
-                                      np.zeros((1, steps, 2), np.float32), np.ones((1, steps), np.float32))
-  return float(cost_analysis(lowered).get("flops", float("nan")))
-
-
-def lower_cached_step(policy, obs):
-  """The cached policy's jitted step, lowered for `obs` at the policy's current history."""
-  rgb, hand, arm, gripper = policy._read_obs(obs)
-  lang = policy._language(INSTRUCTION, policy._tokens(INSTRUCTION))
-  return policy._cached_step.lower(policy._state, lang, policy._cache, policy._count_dev, rgb, hand, arm, gripper)
+  return float(cost_analysis(policy.lower_step(obs, INSTRUCTION)).get("flops", float("nan")))
 
 
 def main(argv):
@@ -217,7 +201,7 @@ def main(argv):
 def profile_cached(policy, obs, out_dir):
   import jax
   os.makedirs(out_dir, exist_ok=True)
-  compiled = lower_cached_step(policy, obs).compile()
+  compiled = policy.lower_step(obs, INSTRUCTION).compile()
   with open(os.path.join(out_dir, "jax_hlo.txt"), "w") as f:  # names the ops of the trace
     f.write(compiled.as_text())
   jax.profiler.start_trace(os.path.join(out_dir, "jax"), create_perfetto_trace=True)

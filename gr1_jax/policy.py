@@ -286,6 +286,18 @@ class GR1Policy:
     self._queue = actions[1:]
     return actions[0]
 
+  def lower_step(self, obs: Mapping, goal: str):
+    """The jitted computation that step(obs, goal) would run now (at this history), lowered
+    (a jax.stages.Lowered), without stepping: the history, cache and queue stay as they are.
+    For cost analysis and compiler inspection (benchmarks/policy_vs_torch.py)."""
+    rgb, hand, arm, gripper = self._read_obs(obs)
+    tokens = self._tokens(goal)
+    if self.mode == "cached":
+      return self._cached_step.lower(self._state, self._language(goal, tokens), self._cache, self._count_dev,
+                                     rgb, hand, arm, gripper)
+    return self._full_step.lower(self._state, jnp.asarray(tokens),
+                                 *self._window(self._with_frame(rgb, hand, arm, gripper)))
+
   def fork(self) -> "GR1Policy":
     """A policy with its own, empty history that shares this one's parameters, compiled
     functions and language-feature cache: no copy of the weights and no recompilation.
@@ -368,22 +380,27 @@ class GR1Policy:
     return image
 
   def _run_full(self, tokens, rgb, hand, arm, gripper):
-    size = self.image_size
+    self._history = self._with_frame(rgb, hand, arm, gripper)
+    return self._full_step(self._state, jnp.asarray(tokens), *self._window(self._history))
+
+  def _with_frame(self, rgb, hand, arm, gripper) -> list:
+    """The history with this frame appended (preprocessed), its oldest frames dropped to seq_len."""
     rgb_n, hand_n = self._preprocess_host(rgb, hand)
-    self._history.append((rgb_n, hand_n, arm, gripper))
-    if len(self._history) > self.seq_len:
-      self._history.pop(0)
-    n, steps = len(self._history), self.seq_len
+    return (self._history + [(rgb_n, hand_n, arm, gripper)])[-self.seq_len:]
+
+  def _window(self, history):
+    """(rgb, hand, arm, gripper, step_mask) of a batch-1 window: the history, right-padded."""
+    size, steps = self.image_size, self.seq_len
     rgb_w = np.zeros((1, steps, size, size, 3), np.float32)
-    hand_w = np.zeros((1, steps, size, size, 3), np.float32) if hand is not None else None
+    hand_w = np.zeros((1, steps, size, size, 3), np.float32) if self.config.use_hand_rgb else None
     arm_w = np.zeros((1, steps, self.config.arm_dim), np.float32)
     grip_w = np.tile(np.asarray([1.0, 0.0], np.float32), (1, steps, 1))
     mask = np.zeros((1, steps), np.float32)
-    for i, (r, h, a, g) in enumerate(self._history):
+    for i, (r, h, a, g) in enumerate(history):
       rgb_w[0, i], arm_w[0, i], grip_w[0, i], mask[0, i] = r, a, g, 1.0
       if hand_w is not None:
         hand_w[0, i] = h
-    return self._full_step(self._state, jnp.asarray(tokens), rgb_w, hand_w, arm_w, grip_w, mask)
+    return rgb_w, hand_w, arm_w, grip_w, mask
 
   @functools.cached_property
   def _preprocess_jit(self):

@@ -265,3 +265,26 @@ def test_blind_baseline_ignores_both_cameras_and_travels_with_the_checkpoint(tmp
   assert policies[True].config.blind and not policies[False].config.blind
   with pytest.raises(ValueError, match="model.blind=True .* cannot be exported"):
     export_torch_state_dict(str(tmp_path / "True"))
+
+
+@pytest.mark.parametrize("mode", ["cached", "full"])
+def test_lower_step_is_the_next_step_and_leaves_the_episode_alone(mode):
+  """lower_step(obs, goal) lowers exactly what step(obs, goal) runs next, at the current history,
+  without stepping: interleaving it with steps changes no action, and its compiled program
+  counts the model's FLOPs (the cost reader of benchmarks/policy_vs_torch.py)."""
+  from gr1_jax.training.aot import cost_analysis
+  model = flax_model(tiny_config(), seed=5)
+  rng = np.random.default_rng(5)
+  episode = [random_obs(rng) for _ in range(4)]
+  plain = GR1Policy(model, mode=mode)
+  expected = [plain.step(o, INSTRUCTION) for o in episode]
+  policy = GR1Policy(model, mode=mode)
+  got = []
+  for obs in episode:
+    lowered = policy.lower_step(obs, INSTRUCTION)
+    assert policy.steps_seen == len(got)
+    got.append(policy.step(obs, INSTRUCTION))
+  np.testing.assert_array_equal(np.stack(got), np.stack(expected))
+  assert cost_analysis(lowered)["flops"] > 1e5   # a whole tiny GR-1 step, not an empty program
+  # No new trace: the lowered program is the jitted step's own (same shapes and dtypes).
+  assert policy.trace_counts["step" if mode == "cached" else "full"] == 1
