@@ -76,6 +76,7 @@ from etils import epath
 
 from data_pipelines.calvin import encoding as enc
 from data_pipelines.calvin import raw
+from data_pipelines.tfds_tempdirs import scoped_tfds_tempdirs
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +261,9 @@ def convert(src: str | os.PathLike, data_dir: str | os.PathLike, *, config: str 
     raise raw.CalvinDataError(f"{src}: CALVIN split directory not found")
   target = dataset_dir(data_dir, config)
   t0 = time.time()
-  builder = CalvinGr1(data_dir=os.fspath(data_dir), config=config, workers=workers, on_bad=on_bad,
-                      keep_cache=keep_cache, progress=progress, splits=splits)
+  with scoped_tfds_tempdirs():
+    builder = CalvinGr1(data_dir=os.fspath(data_dir), config=config, workers=workers, on_bad=on_bad,
+                        keep_cache=keep_cache, progress=progress, splits=splits)
   already = target.is_dir()
   if not already:
     for stale in target.parent.glob(f"incomplete.*_{builder.version}"):

@@ -40,6 +40,7 @@ import tensorflow_datasets as tfds
 from data_pipelines.ego4d import clips as clips_lib
 from data_pipelines.errors import DataError
 from data_pipelines.ego4d import prepare as prepare_lib
+from data_pipelines.tfds_tempdirs import scoped_tfds_tempdirs
 
 log = logging.getLogger("ego4d.tfds")
 
@@ -253,8 +254,9 @@ def main(argv=None) -> int:
   opts = prepare_lib.PrepareOptions(size=args.size, sample_fps=args.sample_fps, jpeg_quality=args.jpeg_quality,
                                     min_frames=args.min_frames, val_fraction=args.val_fraction)
   use_beam = bool(args.beam_runner)
-  builder = Ego4dClips(ego4d_root=args.ego4d_root, narration_json=args.narration_json, manifest=args.manifest,
-                       options=opts, use_beam=use_beam, threads=args.threads, data_dir=args.data_dir)
+  with scoped_tfds_tempdirs():
+    builder = Ego4dClips(ego4d_root=args.ego4d_root, narration_json=args.narration_json, manifest=args.manifest,
+                         options=opts, use_beam=use_beam, threads=args.threads, data_dir=args.data_dir)
   download_config = None
   if use_beam:
     import apache_beam as beam

@@ -108,3 +108,19 @@ def test_parallel_conversion_gives_the_same_records(src, tmp_path):
     b = _records(builder.dataset_dir(tmp_path / "parallel"), split)
     assert len(a) == serial["splits"][split]["frames"] and a == b
   assert parallel["frames"] == serial["frames"]
+
+
+def test_conversion_leaves_no_tfds_temp_dirs(src, tmp_path, monkeypatch):
+  """TFDS makes an empty tempfile.mkdtemp('tfds') for every builder constructed before its data
+  exists and never removes it (data_pipelines/tfds_tempdirs.py): shown on a bare construction,
+  then a whole conversion (which constructs through scoped_tfds_tempdirs) leaves none."""
+  import tempfile
+  scratch = tmp_path / "tmp"
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+  builder.CalvinGr1(data_dir=str(tmp_path / "bare"), workers=0, progress=False)
+  assert [p.name for p in scratch.iterdir() if p.name.endswith("tfds")], "TFDS no longer leaks: drop the workaround"
+  for p in list(scratch.iterdir()):
+    p.rmdir()
+  builder.convert(src, tmp_path / "tfds", workers=0, progress=False, splits=("validation",))
+  assert sorted(p.name for p in scratch.iterdir()) == []
