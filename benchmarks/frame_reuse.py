@@ -129,9 +129,12 @@ def run_path(mode: str) -> dict:
   compiled = step.lower(layout.train_state, layout.frozen, layout.rngs, batches[0]).compile()
   compile_s = time.perf_counter() - t
   cost = cost_analysis(compiled)
+  memory = compiled.memory_analysis()   # XLA's buffer plan: what the step needs besides the arrays passed in
+  temp_gb = getattr(memory, "temp_size_in_bytes", float("nan")) / 1e9
   result = {"mode": mode, "windows": windows, "batch": batch, "steps_per_element": steps, "compile_s": compile_s,
-            "flops_per_window": float(cost.get("flops", float("nan"))) / windows}
-  print(f"  {mode}: compiled in {compile_s:.1f} s, {result['flops_per_window'] / 1e9:.1f} GFLOP per window; "
+            "flops_per_window": float(cost.get("flops", float("nan"))) / windows, "temp_gb": temp_gb}
+  print(f"  {mode}: compiled in {compile_s:.1f} s, {result['flops_per_window'] / 1e9:.1f} GFLOP per window, "
+        f"XLA temporaries {temp_gb:.2f} GB; "
         f"load {tuple(round(x, 2) for x in os.getloadavg())}", flush=True)
   if _COMPILE_ONLY.value:
     return result
