@@ -56,6 +56,42 @@ _MODE = flags.DEFINE_enum("mode", "all", ["all", "torch", "window", "reuse"], "i
 _RESULT = flags.DEFINE_string("result_file", "", "internal: where a one-path run writes its JSON result")
 
 
+def _model(dtype: str):
+  from experiments.configs import gr1_model
+  from gr1_jax.model_config import GR1Config
+  return GR1Config.from_dict(gr1_model.get_config(_VARIANT.value).to_dict()).replace(dtype=dtype)
+
+
+def _per_window_batch() -> int:
+  return _BASELINE.value or _SEGMENTS.value * _WINDOWS.value
+
+
+def _synthetic_batches(model, batch: int, steps: int) -> list:
+  """One warm-up batch and --steps timed ones (CALVIN frame sizes, fine-tuning keys)."""
+  from data_pipelines.synthetic import synthetic_batch
+  return [synthetic_batch(i, batch_size=batch, seq_len=steps, image_size=200, hand_size=84,
+                          action_chunk=model.action_chunk, finetune=model.use_state)
+          for i in range(_STEPS.value + 1)]
+
+
+def _timed(run_step, batches) -> tuple[list[float], list[float]]:
+  """Wall and process-CPU seconds of run_step on each batch (run_step returns once it is done)."""
+  times, cpu = [], []
+  for b in batches:
+    t, c = time.perf_counter(), time.process_time()
+    run_step(b)
+    times.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
+  return times, cpu
+
+
+def _rates(windows: int, times: list[float], cpu: list[float]) -> dict:
+  step_s = statistics.median(times)
+  return {"step_s": step_s, "times": times, "cpu_s": cpu, "windows_per_s": windows / step_s,
+          "windows_per_cpu_s": windows / statistics.median(cpu),
+          "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+
+
 def run_torch_path() -> dict:
   """The official train step at --baseline_batch windows (benchmarks/train_step_vs_torch.py's
   torch side: the project's independent PyTorch model of the official GR-1, trained as the
@@ -63,37 +99,26 @@ def run_torch_path() -> dict:
   import torch
 
   from benchmarks.torch_train_step import build_torch
-  from data_pipelines.synthetic import synthetic_batch
-  from experiments.configs import finetune_calvin, gr1_model
+  from experiments.configs import finetune_calvin
   from gr1_jax.losses import DEFAULT_WEIGHTS
-  from gr1_jax.model_config import GR1Config
 
   if _DTYPE.value != "float32":
     raise SystemExit("the torch path runs float32 only (the official step); pass --paths=window,reuse")
   torch.set_num_threads(_TORCH_THREADS.value)
-  model = GR1Config.from_dict(gr1_model.get_config(_VARIANT.value).to_dict()).replace(dtype="float32")
+  model = _model("float32")
   config = finetune_calvin.get_config("default")
-  windows = _BASELINE.value or _SEGMENTS.value * _WINDOWS.value
-  batches = [synthetic_batch(i, batch_size=windows, seq_len=model.seq_len, image_size=200, hand_size=84,
-                             action_chunk=model.action_chunk, finetune=model.use_state)
-             for i in range(_STEPS.value + 1)]
+  windows = _per_window_batch()
+  batches = _synthetic_batches(model, windows, model.seq_len)
   run, count_flops = build_torch(model, config.optimizer, {**DEFAULT_WEIGHTS, **config.loss_weights})
   load_before = os.getloadavg()
   flops = count_flops(batches[0])      # doubles as the warm-up step
   print(f"  torch: {flops / windows / 1e9:.1f} GFLOP per window (FlopCounterMode, matmuls only), "
         f"{torch.get_num_threads()} threads; load {tuple(round(x, 2) for x in os.getloadavg())}", flush=True)
-  times, cpu = [], []
-  for b in batches[1:]:
-    t, c = time.perf_counter(), time.process_time()
-    loss = run(b)
-    times.append(time.perf_counter() - t)
-    cpu.append(time.process_time() - c)
-  step_s = statistics.median(times)
+  losses = []
+  times, cpu = _timed(lambda b: losses.append(run(b)), batches[1:])
   return {"mode": "torch", "windows": windows, "batch": windows, "steps_per_element": model.seq_len,
-          "compile_s": 0.0, "flops_per_window": flops / windows, "step_s": step_s, "times": times,
-          "cpu_s": cpu, "windows_per_s": windows / step_s, "windows_per_cpu_s": windows / statistics.median(cpu),
-          "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "loss": loss,
-          "load_before": load_before, "load_after": os.getloadavg()}
+          "compile_s": 0.0, "flops_per_window": flops / windows, **_rates(windows, times, cpu),
+          "loss": losses[-1], "load_before": load_before, "load_after": os.getloadavg()}
 
 
 def run_path(mode: str) -> dict:
@@ -101,16 +126,14 @@ def run_path(mode: str) -> dict:
     return run_torch_path()
   import jax
   from data_pipelines import frame_reuse as reuse
-  from data_pipelines.synthetic import synthetic_batch
-  from experiments.configs import finetune_calvin, gr1_model
+  from experiments.configs import finetune_calvin
   from gr1_jax import sharding
-  from gr1_jax.model_config import GR1Config
   from gr1_jax.training import optimizer
   from gr1_jax.training import train_state as ts
   from gr1_jax.training.aot import cost_analysis
   from gr1_jax.training.train_step import make_train_step
 
-  model = GR1Config.from_dict(gr1_model.get_config(_VARIANT.value).to_dict()).replace(dtype=_DTYPE.value)
+  model = _model(_DTYPE.value)
   config = finetune_calvin.get_config("default")
   tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_train_steps)
   layout = ts.make_layout(model, tx, sharding.make_mesh({"data": -1}, jax.devices()[:1]))
@@ -119,10 +142,8 @@ def run_path(mode: str) -> dict:
     windows = _SEGMENTS.value * _WINDOWS.value
   else:
     frame_reuse, steps = 0, model.seq_len
-    batch = windows = _BASELINE.value or _SEGMENTS.value * _WINDOWS.value
-  batches = [synthetic_batch(i, batch_size=batch, seq_len=steps, image_size=200, hand_size=84,
-                             action_chunk=model.action_chunk, finetune=model.use_state)
-             for i in range(_STEPS.value + 1)]
+    batch = windows = _per_window_batch()
+  batches = _synthetic_batches(model, batch, steps)
   step = make_train_step(layout, tx, schedule, dict(config.loss_weights), frame_reuse=frame_reuse)
   load_before = os.getloadavg()
   t = time.perf_counter()
@@ -142,18 +163,14 @@ def run_path(mode: str) -> dict:
   state = ts.new_train_state(layout, tx, params)
   state, metrics = compiled(state, frozen, rngs, batches[0])      # warm-up
   jax.block_until_ready(metrics)
-  times, cpu = [], []
-  for b in batches[1:]:
-    t, c = time.perf_counter(), time.process_time()
-    state, metrics = compiled(state, frozen, rngs, b)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t)
-    cpu.append(time.process_time() - c)
-  step_s = statistics.median(times)
-  return {**result, "step_s": step_s, "times": times, "cpu_s": cpu, "windows_per_s": windows / step_s,
-          "windows_per_cpu_s": windows / statistics.median(cpu),
-          "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-          "loss": float(metrics["loss/total"]), "load_before": load_before, "load_after": os.getloadavg()}
+  holder = {"state": state, "metrics": metrics}
+
+  def run(b):
+    holder["state"], holder["metrics"] = compiled(holder["state"], frozen, rngs, b)
+    jax.block_until_ready(holder["metrics"])
+  times, cpu = _timed(run, batches[1:])
+  return {**result, **_rates(windows, times, cpu), "loss": float(holder["metrics"]["loss/total"]),
+          "load_before": load_before, "load_after": os.getloadavg()}
 
 
 def main(argv):
@@ -168,7 +185,7 @@ def main(argv):
   paths = [p for p in ("torch", "window", "reuse") if p in _PATHS.value and not (_COMPILE_ONLY.value and p == "torch")]
   print(f"load average at start: {os.getloadavg()}; variant {_VARIANT.value}, {_DTYPE.value}, "
         f"{_SEGMENTS.value} segments x {_WINDOWS.value} windows vs per-window batch "
-        f"{_BASELINE.value or _SEGMENTS.value * _WINDOWS.value}", flush=True)
+        f"{_per_window_batch()}", flush=True)
   results = {}
   for mode in paths:
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,7 +215,7 @@ def main(argv):
     if base in results and "reuse" in results:
       b, r = results[base], results["reuse"]
       print(f"frame reuse vs {base}: {r['windows_per_s'] / b['windows_per_s']:.2f}x the windows/s, "
-            f"{r['windows_per_cpu_s'] / b['windows_per_cpu_s']:.2f}x the windows per CPU-second "
+            f"{r['windows_per_cpu_s'] / b['windows_per_cpu_s']:.2f}x the windows per CPU-second"
             + (" (the issue's target: >= 4x vs torch)" if base == "torch" else ""))
   if {"torch", "window"} <= results.keys():
     print(f"per-window JAX vs torch: {results['window']['windows_per_s'] / results['torch']['windows_per_s']:.2f}x "
