@@ -208,13 +208,14 @@ def norm_stats(data: Mapping, model: GR1Config):
 def to_global(local: Mapping[str, np.ndarray], keys, mesh) -> dict[str, jax.Array]:
   """This process's rows of each model key -> one global array sharded over the batch axes."""
   target = sharding.batch_sharding(mesh)
+  # On a CPU backend the global array may alias the host buffer instead of copying it; with Grain
+  # worker processes that buffer is shared memory, then kept mapped as long as the array lives
+  # (the last batch at exit: "resource_tracker: ... leaked shared_memory objects" after every
+  # run). So copy there. Accelerators copy to device memory anyway: no extra host copy for them.
+  host_copy = mesh.devices.flat[0].platform == "cpu"
   out = {}
   for key in keys:
-    # A copy: with Grain worker processes the batch lives in shared memory, and on a CPU backend
-    # the device array may alias the host buffer, which then stays mapped as long as the array
-    # (the last batch at exit: "resource_tracker: ... leaked shared_memory objects" after every
-    # run). One memcpy of the batch per step, small beside the step.
-    value = np.array(local[key], copy=True)
+    value = np.array(local[key], copy=True) if host_copy else np.asarray(local[key])
     global_shape = (value.shape[0] * jax.process_count(),) + value.shape[1:]
     out[key] = jax.make_array_from_process_local_data(target, value, global_shape)
   return out
