@@ -1,8 +1,8 @@
 r"""Pre-trains GR-1's frozen MAE image encoder on a training config's own frames.
 
-    python -m experiments.pretrain_mae --config experiments/configs/pretrain.py:demo --out /tmp/gr1_demo/mae_v3
+    python -m experiments.pretrain_mae --config experiments/configs/pretrain.py:demo --out /tmp/gr1_demo/mae_v4
     python -m experiments.pretrain --config experiments/configs/pretrain.py:demo --workdir ... \
-        --config.mae_from=/tmp/gr1_demo/mae_v3
+        --config.mae_from=/tmp/gr1_demo/mae_v4
 
 GR-1 freezes an MAE ViT pre-trained on ImageNet (mae_pretrain_vit_base.pth, 224 px,
 patch 16). A model at another resolution or width, or on another domain, has no such

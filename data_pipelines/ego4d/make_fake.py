@@ -12,7 +12,8 @@ Layout (as the Ego4D CLI writes it):
 
 Content, learnable from language + past frames: a textured background that pans
 slowly (camera motion) and, in each 3 s "action", a coloured disc that moves across
-the picture in one direction.  The pass-1 narration at the middle of the action names
+the picture in one direction. With fixed_scene every video shows the same still
+background (one scene, like a robot's table) and only its ball differs.  The pass-1 narration at the middle of the action names
 both: "#C C moves the red ball to the left"; pass 2 paraphrases it 0.2 s later.
 Extra narrations exercise the edge cases: "#unsure" (dropped), an empty text
 (dropped), "#O man X looks at C", one 0.3 s after the start and one 0.2 s before the end
@@ -40,6 +41,7 @@ CODE_CELL = 16     # source pixels per bit (square cells), less on narrow frames
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 70, 230), "yellow": (235, 215, 40)}
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 PARAPHRASE = {"left": "leftwards", "right": "rightwards", "up": "upwards", "down": "downwards"}
+FIXED_SCENE_SEED = 2024   # the background of every video with fixed_scene
 
 
 def _background(width: int, height: int, rng: np.random.Generator, cell: int = 32) -> np.ndarray:
@@ -93,10 +95,13 @@ def ball_radius_px(width: int, height: int, ball_radius: float | None = None) ->
 
 
 def render_frame(index: int, width: int, height: int, background: np.ndarray,
-                 actions: list[dict], frame_code: bool = True, ball_radius: float | None = None) -> np.ndarray:
-  t = index / FPS
+                 actions: list[dict], frame_code: bool = True, ball_radius: float | None = None,
+                 pan: bool = True) -> np.ndarray:
+  """Frame `index`; pan=False holds the camera still at its first frame's view."""
+  t = index / FPS if pan else 0.0
   pan_x = int((width / 2) * (1 + np.sin(2 * np.pi * t / 17.0)))
   pan_y = int((height / 2) * (1 + np.sin(2 * np.pi * t / 23.0)))
+  t = index / FPS
   frame = background[pan_y:pan_y + height, pan_x:pan_x + width].copy()
   for act in actions:
     if act["start"] <= t < act["end"]:
@@ -139,18 +144,22 @@ def read_frame_code(image: np.ndarray, src_width: int, src_height: int) -> int:
 
 
 def video_scene(width: int, height: int, seconds: float, seed: int, background_cell: int = 32,
-                random_lane: bool = False) -> tuple[np.ndarray, list[dict]]:
+                random_lane: bool = False, fixed_scene: bool = False) -> tuple[np.ndarray, list[dict]]:
   """(background texture, actions) of the video that write_video(seed=seed) renders; with
-  render_frame, its frames without an mp4 in between."""
+  render_frame (pan=not fixed_scene), its frames without an mp4 in between."""
   rng = np.random.default_rng(seed)
-  return _background(width, height, rng, background_cell), actions_for(seconds, rng, random_lane)
+  background = _background(width, height, rng, background_cell)   # drawn either way: same actions
+  if fixed_scene:
+    background = _background(width, height, np.random.default_rng(FIXED_SCENE_SEED), background_cell)
+  return background, actions_for(seconds, rng, random_lane)
 
 
 def write_video(path: str, *, width: int, height: int, seconds: float, codec: str = "mpeg4",
                 seed: int = 0, gop: int = FPS, frame_code: bool = True, background_cell: int = 32,
-                ball_radius: float | None = None, random_lane: bool = False) -> list[dict]:
+                ball_radius: float | None = None, random_lane: bool = False,
+                fixed_scene: bool = False) -> list[dict]:
   """Writes an mp4 (tmp + rename) and returns its actions."""
-  background, actions = video_scene(width, height, seconds, seed, background_cell, random_lane)
+  background, actions = video_scene(width, height, seconds, seed, background_cell, random_lane, fixed_scene)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f"{path}.tmp-{os.getpid()}.mp4"
   with av.open(tmp, "w") as container:
@@ -164,7 +173,7 @@ def write_video(path: str, *, width: int, height: int, seconds: float, codec: st
       stream.bit_rate = 4_000_000
     for i in range(int(round(seconds * FPS))):
       frame = av.VideoFrame.from_ndarray(render_frame(i, width, height, background, actions, frame_code,
-                                                    ball_radius),
+                                                    ball_radius, pan=not fixed_scene),
                                        format="rgb24")
       for packet in stream.encode(frame):
         container.mux(packet)
@@ -183,7 +192,7 @@ def make_fake(out: str, *, num_videos: int = 3, seconds: float = 12.0, size: int
               codec: str = "mpeg4", seed: int = 0, broken: bool = True, missing: bool = True,
               mixed_aspect: bool = True, gop: int = FPS, frame_code: bool = True,
               background_cell: int = 32, ball_radius: float | None = None,
-              random_lane: bool = False) -> dict:
+              random_lane: bool = False, fixed_scene: bool = False) -> dict:
   """Writes the corpus; returns the description also saved as fake_corpus.json.
 
   frame_code=False leaves out the frame-index strip: training data for the demo, where
@@ -191,7 +200,8 @@ def make_fake(out: str, *, num_videos: int = 3, seconds: float = 12.0, size: int
   predict, and its squared error swamps the learnable signal. background_cell: source pixels
   between the background's random colours (larger = smoother scenes). ball_radius: the ball's
   radius as a fraction of the short side (default: a tenth); random_lane: each ball crosses
-  the frame at a random distance from the centre line.
+  the frame at a random distance from the centre line; fixed_scene: every video shows the
+  same still background (FIXED_SCENE_SEED, no camera pan), so only the balls differ.
   """
   narrations: dict[str, dict] = {}
   videos = []
@@ -206,7 +216,7 @@ def make_fake(out: str, *, num_videos: int = 3, seconds: float = 12.0, size: int
     path = os.path.join(out, version, "full_scale", f"{uid}.mp4")
     actions = write_video(path, width=width, height=height, seconds=seconds, codec=codec, seed=seed * 1000 + v,
                           gop=gop, frame_code=frame_code, background_cell=background_cell,
-                          ball_radius=ball_radius, random_lane=random_lane)
+                          ball_radius=ball_radius, random_lane=random_lane, fixed_scene=fixed_scene)
     pass1, pass2 = [], []
     for k, act in enumerate(actions):
       mid = (act["start"] + act["end"]) / 2

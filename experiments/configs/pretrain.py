@@ -12,9 +12,9 @@ Variants:
              epochs warm-up, cosine to 1 % of peak, clip 1.0. 50 epochs of ~800k clips
              at global batch 512 = 78k steps (warm-up 7.8k).
   demo       a small model on a fake Ego4D-layout corpus that it generates (videos ->
-             prepared 64-px clips) under --config.data.path (default /tmp/gr1_demo/ego4d_v3)
+             prepared 64-px clips) under --config.data.path (default /tmp/gr1_demo/ego4d_v4)
              if absent, over a frozen MAE that experiments/pretrain_mae.py pre-trains on
-             that corpus into --config.mae_from (default /tmp/gr1_demo/mae_v3) if absent;
+             that corpus into --config.mae_from (default /tmp/gr1_demo/mae_v4) if absent;
              a few minutes on 2 CPU cores, held-out video loss well below the mean frame.
   mini       stage 1 of the CPU-scale model (gr1_model.py:mini, pretraining layout) on the
              static-camera frames of a raw CALVIN split, actions and language unused: the
@@ -55,8 +55,8 @@ def get_config(variant: str = "default"):
     c.optimizer.learning_rate = 3e-3
     # Versioned paths: generation is skipped when the directory exists, so a changed demo
     # corpus or MAE gets a new name instead of silently reusing an older one.
-    c.data.update(path="/tmp/gr1_demo/ego4d_v3", image_size=64, augment=True, generate_demo_data=True)
-    c.mae_from = "/tmp/gr1_demo/mae_v3"   # pre-trained on the demo corpus by experiments/pretrain_mae.py if absent
+    c.data.update(path="/tmp/gr1_demo/ego4d_v4", image_size=64, augment=True, generate_demo_data=True)
+    c.mae_from = "/tmp/gr1_demo/mae_v4"   # pre-trained on the demo corpus by experiments/pretrain_mae.py if absent
   elif variant == "mini":
     c.model = gr1_model.get_config("mini")
     c.model.update(use_state=False, act_pred=False, use_hand_rgb=False, fwd_pred_hand=False)

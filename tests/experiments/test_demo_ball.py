@@ -10,10 +10,28 @@ SIZE = 96   # the demo's source videos (demo_data.ensure_ego4d_demo)
 def _demo_frames(seed: int, frames=range(0, 90, 3)):
   """Frames of one demo video as ensure_ego4d_demo renders them (the first action), in [0, 1]."""
   background, actions = make_fake.video_scene(SIZE, SIZE, demo_data.EGO4D_DEMO_SECONDS, seed,
-                                              demo_data.EGO4D_DEMO_BACKGROUND_CELL, random_lane=True)
+                                              demo_data.EGO4D_DEMO_BACKGROUND_CELL, random_lane=True,
+                                              fixed_scene=True)
   return np.stack([make_fake.render_frame(i, SIZE, SIZE, background, actions, frame_code=False,
-                                          ball_radius=demo_data.EGO4D_DEMO_BALL_RADIUS)
+                                          ball_radius=demo_data.EGO4D_DEMO_BALL_RADIUS, pan=False)
                    for i in frames]).astype(np.float32) / 255.0, actions[0]
+
+
+def _off_ball(frames, action):
+  colour = np.asarray(make_fake.COLORS[action["color"]], np.float32) / 255.0
+  return demo_ball.colour_distance(frames, colour) > 0.05
+
+
+def test_every_demo_video_shows_the_same_still_scene_and_only_the_ball_differs():
+  # The fix for the undrawn ball: one scene for all videos (a new background per video left
+  # the ball's place unreadable through the resampler).
+  (a, act_a), (b, act_b) = _demo_frames(0, frames=[0, 89]), _demo_frames(5, frames=[0, 89])
+  assert act_a["color"] != act_b["color"] or act_a["lane"] != act_b["lane"]
+  still = _off_ball(a, act_a) & _off_ball(b, act_b)
+  assert still.mean() > 0.6, still.mean()                 # most pixels show the scene in all four
+  np.testing.assert_array_equal(a[0][still[0] & still[1]], a[1][still[0] & still[1]])   # no pan
+  np.testing.assert_array_equal(a[0][still[0]], b[0][still[0]])                        # one scene
+  assert np.ptp(a[0][still[0]]) > 0.2                     # a scene with a layout, not a flat colour
 
 
 def test_the_demo_ball_is_a_large_share_of_the_frame_and_crosses_at_different_places():
