@@ -1,9 +1,13 @@
-"""The pure evaluation step: losses without dropout, and PSNR of the predicted future frames.
+"""The pure evaluation step: losses without dropout, PSNR and motion of the predicted frames.
 
 PSNR compares the frame predicted at step t with the real frame t + next_n (both
 in [0, 1] at the model's resolution) over pairs whose target step is valid. With
 norm-pix training the prediction is re-scaled by the real patch's mean and std
 first (see gr1_jax/visualization.py), so the figure measures predicted structure.
+
+Motion is the mean absolute change, in grey levels (0-255), between the frames predicted
+at consecutive valid steps, beside the same for the real frames they predict: a model that
+draws one frame whatever the window scores 0 against the scene's real motion.
 """
 from __future__ import annotations
 
@@ -32,8 +36,9 @@ def _unpatchify(patches, patch_size: int, image_size: int):
   return jnp.moveaxis(x, -3, -4).reshape(*lead, image_size, image_size, 3)
 
 
-def predicted_frame_psnr(preds, images, step_mask, *, patch_size: int, norm_pix: bool, next_n: int):
-  """Mean PSNR (dB) of predictions (B, L, P, C) vs frames t + next_n of `images` (B, L, S, S, 3)."""
+def _predicted_and_real(preds, images, step_mask, *, patch_size: int, norm_pix: bool, next_n: int):
+  """(predicted, real, valid): the frames predicted at steps 0..L-n-1 and the real frames
+  n..L-1 they predict, both (B, L-n, S, S, 3) in [0, 1], and whether each target is a real step."""
   real = images[:, next_n:].astype(jnp.float32)
   preds = preds[:, :-next_n].astype(jnp.float32)
   if norm_pix:
@@ -42,10 +47,27 @@ def predicted_frame_psnr(preds, images, step_mask, *, patch_size: int, norm_pix:
     std = jnp.sqrt(((target - mean) ** 2).sum(-1, keepdims=True) / (target.shape[-1] - 1))
     preds = preds * (std + 1e-6) + mean
   predicted = _to_unit_range(_unpatchify(preds, patch_size, images.shape[-2]))
-  mse = ((predicted - _to_unit_range(real)) ** 2).mean(axis=(-1, -2, -3))
-  valid = step_mask[:, next_n:].astype(jnp.float32)
+  return predicted, _to_unit_range(real), step_mask[:, next_n:].astype(jnp.float32)
+
+
+def predicted_frame_psnr(preds, images, step_mask, *, patch_size: int, norm_pix: bool, next_n: int):
+  """Mean PSNR (dB) of predictions (B, L, P, C) vs frames t + next_n of `images` (B, L, S, S, 3)."""
+  predicted, real, valid = _predicted_and_real(preds, images, step_mask, patch_size=patch_size,
+                                               norm_pix=norm_pix, next_n=next_n)
+  mse = ((predicted - real) ** 2).mean(axis=(-1, -2, -3))
   per_frame = -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
   return (per_frame * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+
+
+def predicted_frame_motion(preds, images, step_mask, *, patch_size: int, norm_pix: bool, next_n: int):
+  """(predicted, real): mean |frame t+1 - frame t| in grey levels over consecutive valid
+  targets, of the predicted frames and of the real frames t + next_n they predict."""
+  predicted, real, valid = _predicted_and_real(preds, images, step_mask, patch_size=patch_size,
+                                               norm_pix=norm_pix, next_n=next_n)
+  pairs = valid[:, 1:] * valid[:, :-1]
+  count = jnp.maximum(pairs.sum(), 1.0)
+  change = lambda x: (jnp.abs(x[:, 1:] - x[:, :-1]).mean(axis=(-1, -2, -3)) * pairs).sum() / count * 255.0
+  return change(predicted), change(real)
 
 
 def make_eval_step(layout: StateLayout, loss_weights: Mapping[str, float] | None = None):
@@ -62,14 +84,17 @@ def make_eval_step(layout: StateLayout, loss_weights: Mapping[str, float] | None
     metrics = {f"loss/{k}": v for k, v in losses.items()}
     sample = {}
     if config.fwd_pred:
-      metrics["psnr"] = predicted_frame_psnr(outputs["obs_preds"], inputs["rgb"], batch[bs.STEP_MASK],
-                                             patch_size=p, norm_pix=config.norm_pix_loss, next_n=n)
+      frames = dict(patch_size=p, norm_pix=config.norm_pix_loss, next_n=n)
+      metrics["psnr"] = predicted_frame_psnr(outputs["obs_preds"], inputs["rgb"], batch[bs.STEP_MASK], **frames)
+      metrics["motion/video"], metrics["motion/video_real"] = predicted_frame_motion(
+          outputs["obs_preds"], inputs["rgb"], batch[bs.STEP_MASK], **frames)
       sample = {"rgb": inputs["rgb"][0], "obs_preds": outputs["obs_preds"][0],
                 "step_mask": batch[bs.STEP_MASK][0]}
       if config.fwd_pred_hand:
         metrics["psnr_hand"] = predicted_frame_psnr(
-            outputs["obs_hand_preds"], inputs["hand_rgb"], batch[bs.STEP_MASK],
-            patch_size=p, norm_pix=config.norm_pix_loss, next_n=n)
+            outputs["obs_hand_preds"], inputs["hand_rgb"], batch[bs.STEP_MASK], **frames)
+        metrics["motion/video_hand"], metrics["motion/video_hand_real"] = predicted_frame_motion(
+            outputs["obs_hand_preds"], inputs["hand_rgb"], batch[bs.STEP_MASK], **frames)
         sample.update(hand_rgb=inputs["hand_rgb"][0], obs_hand_preds=outputs["obs_hand_preds"][0])
     return metrics, sample
 

@@ -97,4 +97,7 @@ def comparison_line(step: int, metrics: Mapping[str, float]) -> str | None:
       parts.append(f"held-out {name.replace('_', ' ')} loss {metrics[f'loss/{name}']:.4f} | mean-frame "
                    f"baseline {metrics[f'baseline/{name}_mean_frame']:.4f} | copy-last-frame baseline "
                    f"{metrics[f'baseline/{name}_copy_last']:.4f}")
+      if f"motion/{name}" in metrics:   # eval_step: do the predicted frames move like the real ones?
+        parts[-1] += (f" | predicted frames change {metrics[f'motion/{name}']:.1f} grey levels per step "
+                      f"(real {metrics[f'motion/{name}_real']:.1f})")
   return f"step {step}: " + "; ".join(parts) if parts else None

@@ -34,3 +34,6 @@ def test_comparison_line_names_both_cameras():
                   "0.0625; held-out video hand loss 0.5000 | mean-frame baseline 1.0000 | copy-last-frame "
                   "baseline 0.7500")
   assert video_baselines.comparison_line(7, {"loss/video": 0.1}) is None
+  moving = video_baselines.comparison_line(7, dict(metrics, **{"motion/video": 1.5, "motion/video_real": 4.5}))
+  assert moving.startswith("step 7: held-out video loss 0.1250 | mean-frame baseline 0.2500 | copy-last-frame "
+                           "baseline 0.0625 | predicted frames change 1.5 grey levels per step (real 4.5); ")
