@@ -12,9 +12,10 @@ Layout (as the Ego4D CLI writes it):
 
 Content, learnable from language + past frames: a textured background that pans
 slowly (camera motion) and, in each 3 s "action", a coloured disc that moves across
-the picture in one direction. With fixed_scene every video shows the same still
-background (one scene, like a robot's table) and only its ball differs.  The pass-1 narration at the middle of the action names
-both: "#C C moves the red ball to the left"; pass 2 paraphrases it 0.2 s later.
+the picture in one direction (with fixed_scene, every video shows the same still
+background, one scene like a robot's table, and only its ball differs).  The pass-1
+narration at the middle of the action names both: "#C C moves the red ball to the
+left"; pass 2 paraphrases it 0.2 s later.
 Extra narrations exercise the edge cases: "#unsure" (dropped), an empty text
 (dropped), "#O man X looks at C", one 0.3 s after the start and one 0.2 s before the end
 (clamped, shorter clips).  One uid has a narration entry but no mp4 (missing), one
@@ -98,10 +99,10 @@ def render_frame(index: int, width: int, height: int, background: np.ndarray,
                  actions: list[dict], frame_code: bool = True, ball_radius: float | None = None,
                  pan: bool = True) -> np.ndarray:
   """Frame `index`; pan=False holds the camera still at its first frame's view."""
-  t = index / FPS if pan else 0.0
-  pan_x = int((width / 2) * (1 + np.sin(2 * np.pi * t / 17.0)))
-  pan_y = int((height / 2) * (1 + np.sin(2 * np.pi * t / 23.0)))
   t = index / FPS
+  view_t = t if pan else 0.0
+  pan_x = int((width / 2) * (1 + np.sin(2 * np.pi * view_t / 17.0)))
+  pan_y = int((height / 2) * (1 + np.sin(2 * np.pi * view_t / 23.0)))
   frame = background[pan_y:pan_y + height, pan_x:pan_x + width].copy()
   for act in actions:
     if act["start"] <= t < act["end"]:

@@ -50,24 +50,19 @@ def _predicted_and_real(preds, images, step_mask, *, patch_size: int, norm_pix: 
   return predicted, _to_unit_range(real), step_mask[:, next_n:].astype(jnp.float32)
 
 
-def predicted_frame_psnr(preds, images, step_mask, *, patch_size: int, norm_pix: bool, next_n: int):
-  """Mean PSNR (dB) of predictions (B, L, P, C) vs frames t + next_n of `images` (B, L, S, S, 3)."""
+def predicted_frame_metrics(preds, images, step_mask, *, patch_size: int, norm_pix: bool, next_n: int):
+  """(psnr, motion, motion_real) of predictions (B, L, P, C) vs frames t + next_n of `images`
+  (B, L, S, S, 3): mean PSNR (dB), and mean |frame t+1 - frame t| in grey levels over
+  consecutive valid targets, of the predicted frames and of the real frames they predict."""
   predicted, real, valid = _predicted_and_real(preds, images, step_mask, patch_size=patch_size,
                                                norm_pix=norm_pix, next_n=next_n)
   mse = ((predicted - real) ** 2).mean(axis=(-1, -2, -3))
   per_frame = -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
-  return (per_frame * valid).sum() / jnp.maximum(valid.sum(), 1.0)
-
-
-def predicted_frame_motion(preds, images, step_mask, *, patch_size: int, norm_pix: bool, next_n: int):
-  """(predicted, real): mean |frame t+1 - frame t| in grey levels over consecutive valid
-  targets, of the predicted frames and of the real frames t + next_n they predict."""
-  predicted, real, valid = _predicted_and_real(preds, images, step_mask, patch_size=patch_size,
-                                               norm_pix=norm_pix, next_n=next_n)
+  psnr = (per_frame * valid).sum() / jnp.maximum(valid.sum(), 1.0)
   pairs = valid[:, 1:] * valid[:, :-1]
   count = jnp.maximum(pairs.sum(), 1.0)
   change = lambda x: (jnp.abs(x[:, 1:] - x[:, :-1]).mean(axis=(-1, -2, -3)) * pairs).sum() / count * 255.0
-  return change(predicted), change(real)
+  return psnr, change(predicted), change(real)
 
 
 def make_eval_step(layout: StateLayout, loss_weights: Mapping[str, float] | None = None):
@@ -85,15 +80,13 @@ def make_eval_step(layout: StateLayout, loss_weights: Mapping[str, float] | None
     sample = {}
     if config.fwd_pred:
       frames = dict(patch_size=p, norm_pix=config.norm_pix_loss, next_n=n)
-      metrics["psnr"] = predicted_frame_psnr(outputs["obs_preds"], inputs["rgb"], batch[bs.STEP_MASK], **frames)
-      metrics["motion/video"], metrics["motion/video_real"] = predicted_frame_motion(
+      metrics["psnr"], metrics["motion/video"], metrics["motion/video_real"] = predicted_frame_metrics(
           outputs["obs_preds"], inputs["rgb"], batch[bs.STEP_MASK], **frames)
       sample = {"rgb": inputs["rgb"][0], "obs_preds": outputs["obs_preds"][0],
                 "step_mask": batch[bs.STEP_MASK][0]}
       if config.fwd_pred_hand:
-        metrics["psnr_hand"] = predicted_frame_psnr(
-            outputs["obs_hand_preds"], inputs["hand_rgb"], batch[bs.STEP_MASK], **frames)
-        metrics["motion/video_hand"], metrics["motion/video_hand_real"] = predicted_frame_motion(
+        (metrics["psnr_hand"], metrics["motion/video_hand"],
+         metrics["motion/video_hand_real"]) = predicted_frame_metrics(
             outputs["obs_hand_preds"], inputs["hand_rgb"], batch[bs.STEP_MASK], **frames)
         sample.update(hand_rgb=inputs["hand_rgb"][0], obs_hand_preds=outputs["obs_hand_preds"][0])
     return metrics, sample

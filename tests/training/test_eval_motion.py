@@ -4,7 +4,7 @@ import numpy as np
 
 from gr1_jax.image_preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from gr1_jax.modules.mae_vit import patchify
-from gr1_jax.training.eval_step import predicted_frame_motion
+from gr1_jax.training.eval_step import predicted_frame_metrics
 
 N, P, S = 3, 8, 16
 
@@ -42,12 +42,12 @@ def test_a_perfect_predictor_moves_like_the_real_frames_and_a_frozen_one_not_at_
   images = jnp.asarray(_normalise(frames))
   # predicted at step t = the real frame t + n (the last n steps predict beyond the window: junk)
   perfect = patchify(jnp.concatenate([images[:, N:], images[:, :N]], axis=1), P)
-  predicted, real = predicted_frame_motion(perfect, images, jnp.asarray(mask), patch_size=P, norm_pix=False, next_n=N)
+  _, predicted, real = predicted_frame_metrics(perfect, images, jnp.asarray(mask), patch_size=P, norm_pix=False, next_n=N)
   expected = _reference_motion(frames, mask, N)
   # a 6x6 square moving 1 px: 12 of 256 pixels change by 0.7 in every channel each step
   assert abs(expected - 12 / 256 * 0.7 * 255) < 0.01
   assert abs(float(real) - expected) < 1e-3 and abs(float(predicted) - expected) < 1e-3
 
   frozen = jnp.broadcast_to(perfect[:, :1], perfect.shape)   # one frame whatever the step
-  predicted, real = predicted_frame_motion(frozen, images, jnp.asarray(mask), patch_size=P, norm_pix=False, next_n=N)
+  _, predicted, real = predicted_frame_metrics(frozen, images, jnp.asarray(mask), patch_size=P, norm_pix=False, next_n=N)
   assert float(predicted) == 0.0 and abs(float(real) - expected) < 1e-3
