@@ -24,10 +24,15 @@ The data is structured so a model can learn from it: each annotated segment has
 one of six tasks whose instruction names a direction, and the tool centre point
 (robot_obs[0:3]) moves that way; rel_actions are the clipped, scaled state
 differences (x50 position, x20 orientation) exactly as in CALVIN; the gripper
-closes during "lift" tasks.  The static camera renders the table, the sliding
-door, the drawer, the light, three blocks and the gripper (a disc at the tcp x/y,
-larger when higher, dark when closed); the wrist camera shows a floor pattern
-that scrolls with the tcp and the two fingers at the gripper opening.
+closes during "lift" tasks; between annotated windows it wanders back towards the
+middle of the workspace.  The static camera renders one smooth scene (the table,
+whose colour drifts from left to right, the wall, and in muted colours the
+sliding door and the drawer; the light, the LED and three blocks) and the gripper
+as a large saturated disc at the tcp x/y (larger when higher, yellow when open,
+red when closed), so that after resizing to a small model's 64 px the gripper is
+what moves; the wrist camera looks down at the scene under the tcp (a zoomed
+window of the static view without the gripper, wider when higher) and shows the
+two fingers at the gripper opening.
 Annotated windows may overlap and leave gaps, as in the real data.
 Everything is a deterministic function of --seed.
 """
@@ -94,7 +99,9 @@ def _simulate(num_frames: int, windows: list[tuple[int, int, int]], rng: np.rand
       segment_pos = t - max(s for s, e, k in windows if s <= t <= e)
       grip_act[t] = -1.0 if closes and segment_pos >= 4 else 1.0
     else:
-      drift = 0.9 * drift + 0.3 * rng.normal(0, 1, 3)
+      # wander, drawn back towards the middle of the workspace so that tasks rarely start
+      # pinned against its bounds (where their motion would be clipped away)
+      drift = 0.9 * drift + 0.3 * rng.normal(0, 1, 3) + 0.1 * ((_LOW + _HIGH) / 2 - tcp[t]) / (_HIGH - _LOW) * 8
       direction = drift / (np.linalg.norm(drift) + 1e-6) * 0.5
       grip_act[t] = 1.0
     if t + 1 == n:
@@ -126,15 +133,17 @@ def _simulate(num_frames: int, windows: list[tuple[int, int, int]], rng: np.rand
 
 
 class _Renderer:
-  """Draws the two RGB cameras (and depth) from robot_obs / scene_obs."""
+  """Draws the two RGB cameras (and depth) from robot_obs / scene_obs (see the module
+  docstring); every split draws the same scene, as one CALVIN scene is shared."""
 
-  def __init__(self, rng: np.random.Generator):
+  def __init__(self):
     self.yy, self.xx = np.mgrid[0:200, 0:200].astype(np.float32)
     base = np.empty((200, 200, 3), np.float32)
     base[:] = [150, 118, 84]  # table
     base += (self.yy[..., None] / 200.0) * np.array([20, 16, 10], np.float32)
+    # a smooth colour drift across the table: where the wrist camera looks shows in its colour
+    base += (self.xx[..., None] / 200.0 - 0.5) * np.array([50, -10, -40], np.float32)
     base[:40] = [196, 198, 206]  # wall
-    base += rng.normal(0, 4, (200, 200, 1)).astype(np.float32)  # fixed texture
     self.base = base
     gy, gx = np.mgrid[0:84, 0:84].astype(np.float32)
     self.gy, self.gx = gy, gx
@@ -143,39 +152,39 @@ class _Renderer:
   def _to_px(x, y):
     return 100 + x * 300, 115 + y * 260
 
-  def static(self, robot_obs, scene_obs):
+  def scene(self, scene_obs):
+    """The static camera's image without the robot (float32, for static() and gripper())."""
     img = self.base.copy()
     slider_x = 50 + scene_obs[0] * 300
-    img[8:38, int(slider_x):int(slider_x) + 50] = [92, 62, 40]
+    img[8:38, int(slider_x):int(slider_x) + 50] = [165, 158, 156]  # muted: the gripper is what moves most
     drawer_h = 8 + scene_obs[1] * 100
-    img[int(196 - drawer_h):196, 70:130] = [118, 80, 52]
+    img[int(196 - drawer_h):196, 70:130] = [128, 98, 70]
     light = [250, 230, 90] if scene_obs[4] > 0.5 else [90, 90, 90]
     img[(self.xx - 182) ** 2 + (self.yy - 20) ** 2 < 64] = light
     img[(self.xx - 165) ** 2 + (self.yy - 20) ** 2 < 25] = [60, 220, 60] if scene_obs[5] > 0.5 else [40, 70, 40]
     for offset, colour in ((6, [210, 40, 40]), (12, [40, 70, 210]), (18, [230, 120, 190])):
       px, py = self._to_px(scene_obs[offset], scene_obs[offset + 1])
-      size = 6 + (scene_obs[offset + 2] - 0.46) * 40
+      size = 9 + (scene_obs[offset + 2] - 0.46) * 40
       img[(np.abs(self.xx - px) < size) & (np.abs(self.yy - py) < size)] = colour
+    return img
+
+  def static(self, robot_obs, scene):
+    img = scene.copy()
     px, py = self._to_px(robot_obs[0], robot_obs[1])
-    radius = 7 + (robot_obs[2] - 0.4) * 40
+    radius = 24 + (robot_obs[2] - 0.4) * 50   # seen from above: larger when higher
     d2 = (self.xx - px) ** 2 + (self.yy - py) ** 2
-    img[(self.xx - px - 4) ** 2 + (self.yy - py - 6) ** 2 < radius ** 2] *= 0.6  # shadow
-    img[d2 < radius ** 2] = [235, 235, 235] if robot_obs[14] > 0 else [45, 45, 50]
-    img[d2 < (radius * 0.35) ** 2] = [200, 60, 30]
+    img[d2 < radius ** 2] = [235, 215, 40] if robot_obs[14] > 0 else [220, 40, 40]  # open / closed
+    img[d2 < (radius * 0.3) ** 2] = [70, 70, 75]
     depth = 1.2 + self.yy / 400.0
     depth[d2 < radius ** 2] = 1.5 - robot_obs[2]
     return np.clip(img, 0, 255).astype(np.uint8), depth.astype(np.float32)
 
-  def gripper(self, robot_obs, scene_obs):
-    scale = 1.0 + (0.7 - robot_obs[2]) * 2
-    u = (self.gx - 42) * scale + robot_obs[0] * 600
-    v = (self.gy - 42) * scale + robot_obs[1] * 600
-    checker = ((np.floor(u / 12) + np.floor(v / 12)) % 2)[..., None]
-    img = np.where(checker > 0, np.float32([170, 135, 95]), np.float32([120, 95, 70]))
-    img = img + np.stack([np.sin(u / 17) * 12, np.cos(v / 13) * 12, np.zeros_like(u)], -1)
-    red = scene_obs[6:8] - robot_obs[0:2]
-    bx, by = 42 + red[0] * 600 / scale, 42 + red[1] * 600 / scale
-    img[(np.abs(self.gx - bx) < 10 / scale) & (np.abs(self.gy - by) < 10 / scale)] = [210, 40, 40]
+  def gripper(self, robot_obs, scene):
+    px, py = self._to_px(robot_obs[0], robot_obs[1])
+    half = 30 + (robot_obs[2] - 0.4) * 80  # half the view, in static-camera pixels: wider when higher
+    rows = np.clip(np.round(py + (self.gy - 42) / 42 * half), 0, 199).astype(np.int64)
+    cols = np.clip(np.round(px + (self.gx - 42) / 42 * half), 0, 199).astype(np.int64)
+    img = scene[rows, cols]
     inset = int(round(4 + (0.08 - robot_obs[6]) / 0.08 * 22))
     img[60:84, inset:inset + 8] = [70, 70, 75]
     img[60:84, 84 - inset - 8:84 - inset] = [70, 70, 75]
@@ -201,13 +210,14 @@ def make_fake_split(folder: str | os.PathLike, first_frame: int, num_frames: int
   if not windows:
     raise ValueError(f"no annotation window fits: episode_len={episode_len}, segment_len={segment_len}")
   robot_obs, scene_obs, actions, rel_actions = _simulate(num_frames, windows, rng)
-  renderer = _Renderer(rng)
+  renderer = _Renderer()
   save = np.savez_compressed if compress else np.savez
   tactile_rgb = np.zeros((160, 120, 6), np.uint8)
   tactile_depth = np.zeros((160, 120, 2), np.float32)
   for t in range(num_frames):
-    rgb_static, depth_static = renderer.static(robot_obs[t], scene_obs[t])
-    rgb_gripper, depth_gripper = renderer.gripper(robot_obs[t], scene_obs[t])
+    scene = renderer.scene(scene_obs[t])
+    rgb_static, depth_static = renderer.static(robot_obs[t], scene)
+    rgb_gripper, depth_gripper = renderer.gripper(robot_obs[t], scene)
     tactile_rgb[:] = 0 if robot_obs[t, 14] > 0 else 90
     save(folder / f"episode_{first_frame + t:07d}.npz", rgb_static=rgb_static,
          rgb_gripper=rgb_gripper, rgb_tactile=tactile_rgb, depth_static=depth_static,
