@@ -13,7 +13,8 @@ Sources (config.data.name):
 Every process reads its own 1/process_count of the global batch (disjoint shards);
 `to_global` turns the per-process numpy batches into one globally sharded array per key.
 Evaluation reads the first config.eval_batches batches of the validation split in a
-fixed order, the same ones at every evaluation.
+fixed order, the same ones at every evaluation; for CALVIN sources that order is a fixed
+shuffle (EVAL_SHUFFLE_SEED), so the batches sample every episode, not the first few seconds.
 data.frame_reuse = W > 0 (training only): every source yields segments of seq_len + W - 1
 steps, global_batch / W of them per batch (data_pipelines/frame_reuse.py); global_batch
 still counts windows. Evaluation batches stay per-window.
@@ -31,6 +32,8 @@ import numpy as np
 from gr1_jax import sharding, url_paths
 from gr1_jax.model_config import GR1Config
 from gr1_jax.user_errors import ConfigError, UserError
+
+EVAL_SHUFFLE_SEED = 20241205   # CALVIN evaluation windows: one fixed permutation of the split
 
 DATA_SOURCES = ("ego4d", "calvin", "calvin_raw", "lerobot", "synthetic")
 # Kinds of a stage-1 mixture entry; CALVIN entries give video-only windows of the static
@@ -170,8 +173,11 @@ def _make_dataset(data: Mapping, model: GR1Config, *, global_batch: int, seed: i
         frame_reuse=reuse, **shard)
   if name in ("calvin", "calvin_raw"):
     from data_pipelines.calvin import pipeline as calvin
-    kwargs = dict(batch_size=batch, seq_len=model.seq_len, action_chunk=model.action_chunk, seed=seed,
-                  shuffle=train, augment=train and data["augment"], num_epochs=None, drop_remainder=True,
+    # Evaluation shuffles too, with a fixed seed: the same windows at every evaluation, spread
+    # over the whole validation split (its first batches in record order are a few seconds of
+    # one episode, whose own mean frame is a near-perfect predictor of them).
+    kwargs = dict(batch_size=batch, seq_len=model.seq_len, action_chunk=model.action_chunk,
+                  seed=seed if train else EVAL_SHUFFLE_SEED, shuffle=True, augment=train and data["augment"], num_epochs=None, drop_remainder=True,
                   worker_count=data["worker_count"] if train else 0,
                   pretrain_video_only=not (model.use_state or model.use_hand_rgb), frame_reuse=reuse, **shard)
     split = "train" if train else "validation"
