@@ -67,8 +67,9 @@ def predicted_frame_metrics(preds, images, step_mask, *, patch_size: int, norm_p
 
 def make_eval_step(layout: StateLayout, loss_weights: Mapping[str, float] | None = None):
   """jit(eval_step)(params, frozen, rngs, batch) -> (metrics, sample) where sample holds the
-  first window's normalised frames and predictions for the frame grids (rgb, obs_preds, and
-  hand_rgb, obs_hand_preds when the model predicts wrist-camera frames)."""
+  first full window's (else the longest's) normalised frames and predictions for the frame
+  grids (rgb, obs_preds, and hand_rgb, obs_hand_preds when the model predicts wrist-camera
+  frames)."""
   config = layout.model_config
   weights = dict(loss_weights or {})
   p, n = config.mae.patch_size, config.fwd_pred_next_n
@@ -82,13 +83,16 @@ def make_eval_step(layout: StateLayout, loss_weights: Mapping[str, float] | None
       frames = dict(patch_size=p, norm_pix=config.norm_pix_loss, next_n=n)
       metrics["psnr"], metrics["motion/video"], metrics["motion/video_real"] = predicted_frame_metrics(
           outputs["obs_preds"], inputs["rgb"], batch[bs.STEP_MASK], **frames)
-      sample = {"rgb": inputs["rgb"][0], "obs_preds": outputs["obs_preds"][0],
-                "step_mask": batch[bs.STEP_MASK][0]}
+      # the frame grids show the batch's first window with the most valid steps (a full one if
+      # any): a window cut short by its segment's end shows little of the motion
+      i = jnp.argmax(batch[bs.STEP_MASK].sum(axis=1))
+      sample = {"rgb": inputs["rgb"][i], "obs_preds": outputs["obs_preds"][i],
+                "step_mask": batch[bs.STEP_MASK][i]}
       if config.fwd_pred_hand:
         (metrics["psnr_hand"], metrics["motion/video_hand"],
          metrics["motion/video_hand_real"]) = predicted_frame_metrics(
             outputs["obs_hand_preds"], inputs["hand_rgb"], batch[bs.STEP_MASK], **frames)
-        sample.update(hand_rgb=inputs["hand_rgb"][0], obs_hand_preds=outputs["obs_hand_preds"][0])
+        sample.update(hand_rgb=inputs["hand_rgb"][i], obs_hand_preds=outputs["obs_hand_preds"][i])
     return metrics, sample
 
   replicated = sharding.replicated(layout.mesh)
