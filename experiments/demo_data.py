@@ -67,12 +67,17 @@ def ensure_ego4d_demo(path: str, background_cell: int = EGO4D_DEMO_BACKGROUND_CE
   return path
 
 
+# 16 recordings of 300 frames (about 100 MB, 40 s to write): with the 4 of 1200 frames the
+# stage-2 demo model learnt its training trajectories' views but not the held-out ones'.
+CALVIN_DEMO_FRAMES, CALVIN_DEMO_VAL_FRAMES = 4800, 600
+
+
 def ensure_calvin_demo(path: str) -> str:
   if os.path.isdir(path):
     return path
   from data_pipelines.calvin import make_fake
   log.info("generating the CALVIN-layout demo data into %s (once)", path)
-  make_fake.make_fake_dataset(path, frames=1200, val_frames=300)
+  make_fake.make_fake_dataset(path, frames=CALVIN_DEMO_FRAMES, val_frames=CALVIN_DEMO_VAL_FRAMES)
   return path
 
 
