@@ -177,7 +177,8 @@ def _make_dataset(data: Mapping, model: GR1Config, *, global_batch: int, seed: i
     # over the whole validation split (its first batches in record order are a few seconds of
     # one episode, whose own mean frame is a near-perfect predictor of them).
     kwargs = dict(batch_size=batch, seq_len=model.seq_len, action_chunk=model.action_chunk,
-                  seed=seed if train else EVAL_SHUFFLE_SEED, shuffle=True, augment=train and data["augment"], num_epochs=None, drop_remainder=True,
+                  seed=seed if train else EVAL_SHUFFLE_SEED, shuffle=True,
+                  augment=train and data["augment"], num_epochs=None, drop_remainder=True,
                   worker_count=data["worker_count"] if train else 0,
                   pretrain_video_only=not (model.use_state or model.use_hand_rgb), frame_reuse=reuse, **shard)
     split = "train" if train else "validation"
